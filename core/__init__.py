@@ -1,0 +1,1 @@
+"""AnyI2V's method in plain PyTorch/NumPy. Nothing here imports ComfyUI."""

@@ -1,0 +1,15 @@
+"""ComfyUI node wrappers. The only package of the pack that imports ComfyUI.
+
+Each module ``nodes/<feature>.py`` exports ``NODES``: the V3 node classes it defines.
+"""
+
+from comfy_api.latest import ComfyExtension
+
+from . import trajectory
+
+NODE_MODULES = [trajectory]
+
+
+class AnyI2VExtension(ComfyExtension):
+    async def get_node_list(self):
+        return [node for module in NODE_MODULES for node in module.NODES]
