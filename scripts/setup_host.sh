@@ -50,6 +50,9 @@ PYEOF
   touch "$STAMP"
 fi
 
+# ComfyUI's own test folders are packages named `tests`, which would shadow this pack's tests.
+rm -rf "$HOST/ComfyUI/tests" "$HOST/ComfyUI/tests-unit"
+
 # Link this checkout into the host (re-pointed every time: several clones may share one host).
 ln -sfn "$PACK_DIR" "$HOST/ComfyUI/custom_nodes/ComfyUI-AnyI2V"
 echo "$HOST"

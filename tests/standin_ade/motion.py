@@ -1,0 +1,65 @@
+"""TEST DOUBLE for AnimateDiff-Evolved's motion modules (ADE is on no package registry).
+
+A small temporal self-attention across frames, placed the way ADE places its motion modules: after
+the ResBlock/SpatialTransformer of every input and output block (so output_blocks[n][0] and [1] keep
+their indices), run through ComfyUI's ``forward_timestep_embed_patch`` and inserted/removed by a
+``PatcherInjection``. It is deterministic and differentiable, so frame coupling is real in tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MAX_FRAMES = 64
+
+
+class StandinMotionModule(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.norm = nn.LayerNorm(channels)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.Linear(channels, channels)
+        self.pos = nn.Parameter(torch.zeros(MAX_FRAMES, channels))
+
+    def forward(self, x: torch.Tensor, frames: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        if frames <= 1 or bf % frames:
+            return x
+        b = bf // frames
+        t = x.reshape(b, frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, frames, c)
+        idx = positions if positions is not None else torch.arange(frames, device=x.device)
+        n = self.norm(t) + self.pos[idx % MAX_FRAMES].to(t.dtype)
+        q, k, v = self.to_q(n), self.to_k(n), self.to_v(n)
+        attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), dim=-1)
+        out = self.to_out(attn @ v)
+        out = out.reshape(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
+        return x + out
+
+
+def motion_slots(unet: nn.Module) -> list[tuple[str, int, int, int]]:
+    """(kind, block index, insert position, channels) for every block holding a ResBlock, as ADE does."""
+    slots = []
+    for kind, blocks in (("input", unet.input_blocks), ("output", unet.output_blocks)):
+        for i, block in enumerate(blocks):
+            names = [type(m).__name__ for m in block]
+            if "ResBlock" not in names:
+                continue
+            pos = names.index("SpatialTransformer") + 1 if "SpatialTransformer" in names else names.index("ResBlock") + 1
+            slots.append((kind, i, pos, block[names.index("ResBlock")].out_channels))
+    return slots
+
+
+def build_modules(state_dict: dict[str, torch.Tensor]) -> dict[str, StandinMotionModule]:
+    modules = {}
+    for key in sorted({k.rsplit(".", 2)[0] if k.endswith((".weight", ".bias")) else k.rsplit(".", 1)[0] for k in state_dict}):
+        channels = state_dict[f"{key}.to_q.weight"].shape[0]
+        module = StandinMotionModule(channels)
+        module.load_state_dict({k[len(key) + 1:]: v.float() for k, v in state_dict.items() if k.startswith(key + ".")})
+        modules[key] = module
+    return modules

@@ -1,0 +1,1 @@
+"""Test-only support: the real ComfyUI host, tiny generated models, and marked test doubles."""

@@ -1,0 +1,88 @@
+"""Run prompts in-process through ComfyUI's real PromptExecutor (which wraps everything in
+torch.inference_mode, as a user's ComfyUI does), with the tiny models and the ADE stand-in loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from pathlib import Path
+
+from .host import REPO, boot, cache_dir, load_pack
+
+STANDIN_ADE = REPO / "tests" / "standin_ade"
+_ids = itertools.count()
+
+
+class MessageLog:
+    """Receives the executor's messages (the role the server plays); keeps them for assertions."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.messages: list[tuple[str, dict]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+
+class Host:
+    def __init__(self):
+        boot()
+        import comfy.model_management  # noqa: F401
+        import execution
+        import folder_paths
+        import nodes
+
+        from .tiny_models import ensure_models, register_tiny_sd15
+
+        self.models_dir = cache_dir()
+        self.files = ensure_models(self.models_dir)
+        register_tiny_sd15()
+        for folder in ("checkpoints", "loras", "vae", "animatediff_models"):
+            folder_paths.add_model_folder_path(folder, str(self.models_dir / folder), is_default=True)
+        asyncio.run(nodes.init_builtin_extra_nodes())
+        self.pack = load_pack()
+        name = str(STANDIN_ADE).replace(".", "_x_")
+        if name not in sys.modules and not asyncio.run(nodes.load_custom_node(str(STANDIN_ADE))):
+            raise RuntimeError("the ADE stand-in did not load")
+        self.log = MessageLog()
+        self.executor = execution.PromptExecutor(self.log, cache_type=False, cache_args={"lru": 0, "ram": 0})
+        self._execution = execution
+        self._nodes = nodes
+
+    def run(self, prompt: dict, outputs: list[str] | None = None) -> dict:
+        """Validate and execute an API-format prompt; return {node_id: ui output}. Raises on failure."""
+        prompt_id = f"test-{next(_ids)}"
+        valid = asyncio.run(self._execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            raise PromptError("validation", valid[1], valid[3])
+        self.log.messages.clear()
+        self.executor.execute(prompt, prompt_id, {}, outputs if outputs is not None else valid[2])
+        if not self.executor.success:
+            errors = [data for event, data in self.log.messages if event == "execution_error"]
+            raise PromptError("execution", errors[0] if errors else None, None)
+        return self.executor.history_result["outputs"]
+
+    def node_output(self, prompt: dict, node_id: str):
+        """Run the prompt and return the cached Python outputs of one node."""
+        self.run(prompt, outputs=[node_id])
+        entry = self.executor.caches.outputs.get(node_id)
+        outputs = entry.outputs if hasattr(entry, "outputs") else entry[0]
+        return [values[0] if len(values) == 1 else values for values in outputs]
+
+
+class PromptError(RuntimeError):
+    def __init__(self, stage, error, node_errors):
+        self.stage, self.error, self.node_errors = stage, error, node_errors
+        super().__init__(f"{stage} failed: {error} {node_errors or ''}")
+
+
+_HOST: Host | None = None
+
+
+def get_host() -> Host:
+    global _HOST
+    if _HOST is None:
+        _HOST = Host()
+    return _HOST

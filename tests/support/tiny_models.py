@@ -1,0 +1,230 @@
+"""Tiny, deterministic model files for tests and the demo (generated at run time, never committed).
+
+The UNet has the SD1.5 *layout* (4 levels, 2 ResBlocks per level, attention at the first three
+levels, so output_blocks 3, 4, 6, 7 hold ResBlock + SpatialTransformer) at narrow widths. ComfyUI's
+model detection only knows SD1.5 at 320 channels, so ``register_tiny_sd15()`` adds one model config
+(``TinySD15``, an SD15 subclass with these widths and a 2-layer CLIP text model) to
+``comfy.supported_models.models``. Everything after that is ComfyUI's own code: the real
+CheckpointLoaderSimple / UNETLoader / CLIPTextEncode / VAELoader load and run the generated files.
+
+The checkpoint carries a TAESD-shaped VAE under ``first_stage_model.``, which ComfyUI detects as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+CONTEXT_DIM = 64
+MODEL_CHANNELS = 32
+CHECKPOINT_NAME = "anyi2v_tiny_sd15.safetensors"
+MOTION_MODEL_NAME = "anyi2v_tiny_motion.safetensors"
+
+# ComfyUI's detected-config format (as comfy.model_detection.detect_unet_config returns it).
+TINY_UNET_CONFIG = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "out_channels": 4,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "adm_in_channels": None,
+    "in_channels": 4,
+    "model_channels": MODEL_CHANNELS,
+    "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "channel_mult": [1, 2, 2, 2],
+    "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False,
+    "context_dim": CONTEXT_DIM,
+    "num_heads": 4,
+    "num_head_channels": -1,
+    "use_temporal_resblock": False,
+    "use_temporal_attention": False,
+}
+
+TINY_CLIP_CONFIG = {
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 49407,
+    "hidden_act": "quick_gelu",
+    "hidden_size": CONTEXT_DIM,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 128,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "pad_token_id": 1,
+    "projection_dim": CONTEXT_DIM,
+    "torch_dtype": "float32",
+    "vocab_size": 49408,
+}
+
+
+def _tiny_classes():
+    import comfy.sd1_clip
+    import comfy.supported_models
+    import comfy.supported_models_base
+
+    class TinyClipL(comfy.sd1_clip.SDClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006 (ComfyUI's signature)
+            super().__init__(
+                device=device,
+                dtype=dtype,
+                model_options=model_options,
+                textmodel_json_config=dict(TINY_CLIP_CONFIG),
+                return_projected_pooled=False,
+            )
+
+    class TinyClipModel(comfy.sd1_clip.SD1ClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):  # noqa: B006
+            super().__init__(device=device, dtype=dtype, model_options=model_options, clip_model=TinyClipL, **kwargs)
+
+    class TinySD15(comfy.supported_models.SD15):
+        """TEST MODEL CONFIG: the SD1.5 layout at narrow widths (see module docstring)."""
+
+        unet_config = {
+            "context_dim": CONTEXT_DIM,
+            "model_channels": MODEL_CHANNELS,
+            "use_linear_in_transformer": False,
+            "adm_in_channels": None,
+            "use_temporal_attention": False,
+        }
+        unet_extra_config = {"num_heads": 4, "num_head_channels": -1}
+        memory_usage_factor = 0.1
+
+        def clip_target(self, state_dict={}):  # noqa: B006
+            return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinyClipModel)
+
+    return TinySD15
+
+
+def register_tiny_sd15():
+    """Make ComfyUI's model detection recognise the tiny SD1.5-layout checkpoints. Idempotent."""
+    import comfy.supported_models
+
+    for cls in comfy.supported_models.models:
+        if cls.__name__ == "TinySD15":
+            return cls
+    cls = _tiny_classes()
+    comfy.supported_models.models.insert(0, cls)
+    return cls
+
+
+def _fill_deterministic(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Fill every tensor from a seeded generator, in sorted key order (independent of init code)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in sorted(state):
+        ref = state[name]
+        if not ref.is_floating_point():
+            out[name] = ref.clone()
+            continue
+        noise = torch.randn(ref.shape, generator=gen, dtype=torch.float32)
+        if ref.ndim >= 2:
+            fan_in = max(1, math.prod(ref.shape[1:]))
+            value = noise / math.sqrt(fan_in)
+        elif name.endswith("weight") and ("norm" in name or "ln" in name or "in_layers.0" in name or "out_layers.0" in name):
+            value = 1.0 + 0.05 * noise
+        else:
+            value = 0.02 * noise
+        out[name] = value.contiguous()
+    return out
+
+
+def tiny_unet_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    config = dict(TINY_UNET_CONFIG)
+    with torch.device("meta"):
+        unet = UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in unet.state_dict().items()}
+    return _fill_deterministic(shapes, seed)
+
+
+def tiny_taesd_state_dict(seed: int = 2) -> dict[str, torch.Tensor]:
+    import comfy.taesd.taesd
+
+    with torch.device("meta"):
+        vae = comfy.taesd.taesd.TAESD()
+    shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in vae.state_dict().items()}
+    state = _fill_deterministic(shapes, seed)
+    state["vae_scale"] = torch.tensor(1.0)
+    state["vae_shift"] = torch.tensor(0.0)
+    return state
+
+
+def tiny_clip_state_dict(seed: int = 3) -> dict[str, torch.Tensor]:
+    import comfy.clip_model
+    import comfy.ops
+
+    with torch.device("meta"):
+        clip = comfy.clip_model.CLIPTextModel(
+            dict(TINY_CLIP_CONFIG), dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init
+        )
+    shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in clip.state_dict().items()}
+    state = _fill_deterministic(shapes, seed)
+    # Token embeddings of a real CLIP are small; keep the sequence well conditioned.
+    state["text_model.embeddings.token_embedding.weight"] *= 0.5
+    return state
+
+
+def tiny_checkpoint_state_dict() -> dict[str, torch.Tensor]:
+    sd = {}
+    for k, v in tiny_unet_state_dict().items():
+        sd["model.diffusion_model." + k] = v
+    for k, v in tiny_taesd_state_dict().items():
+        sd["first_stage_model." + k] = v
+    for k, v in tiny_clip_state_dict().items():
+        sd["cond_stage_model.transformer." + k] = v
+    return {k: v.half() if v.is_floating_point() and v.ndim > 0 else v for k, v in sd.items()}
+
+
+def _write_atomic(path: Path, tensors: dict[str, torch.Tensor]):
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"anyi2v_tiny_format": str(FORMAT_VERSION)})
+    os.replace(tmp, path)
+
+
+def ensure_models(models_dir: Path) -> dict[str, Path]:
+    """Write the tiny files under a ComfyUI-style models folder once; return their paths."""
+    from safetensors import safe_open
+
+    from .standin_ade_weights import motion_module_state_dict
+
+    models_dir = Path(models_dir)
+    wanted = {
+        "checkpoint": (models_dir / "checkpoints" / CHECKPOINT_NAME, tiny_checkpoint_state_dict),
+        "motion": (models_dir / "animatediff_models" / MOTION_MODEL_NAME, motion_module_state_dict),
+    }
+    out = {}
+    for key, (path, make) in wanted.items():
+        fresh = False
+        if path.is_file():
+            try:
+                with safe_open(str(path), "pt") as f:
+                    fresh = (f.metadata() or {}).get("anyi2v_tiny_format") == str(FORMAT_VERSION)
+            except Exception:
+                fresh = False
+        if not fresh:
+            _write_atomic(path, make())
+        out[key] = path
+    return out
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
