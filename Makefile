@@ -1,0 +1,35 @@
+# All set-up lives here: `make test` and `make demo` work on a fresh machine with nothing installed by hand.
+# The ComfyUI test host (ComfyUI 0.3.75 + torch) is built once into $(ANYI2V_HOST), outside the clone.
+export ANYI2V_HOST ?= $(HOME)/.cache/comfyui-anyi2v/host
+PY := $(ANYI2V_HOST)/venv/bin/python
+
+.PHONY: all host browser test unit lint js demo bench clean-host
+
+all: test
+
+host:
+	bash scripts/setup_host.sh >/dev/null
+
+browser: host
+	bash scripts/setup_browser.sh
+
+lint: host
+	$(PY) -m ruff check .
+
+js:
+	node --test tests/js/
+
+unit: host
+	$(PY) -m pytest -q tests/unit
+
+test: host browser lint js
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: host
+	$(PY) scripts/demo.py
+
+bench: host
+	$(PY) scripts/bench.py
+
+clean-host:
+	rm -rf "$(ANYI2V_HOST)"
