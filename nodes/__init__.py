@@ -5,9 +5,9 @@ Each module ``nodes/<feature>.py`` exports ``NODES``: the V3 node classes it def
 
 from comfy_api.latest import ComfyExtension
 
-from . import trajectory
+from . import conditions, trajectory
 
-NODE_MODULES = [trajectory]
+NODE_MODULES = [trajectory, conditions]
 
 
 class AnyI2VExtension(ComfyExtension):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
-from pathlib import Path
 
 from .host import REPO, boot, cache_dir, load_pack
 
@@ -32,6 +31,7 @@ class Host:
         import comfy.model_management  # noqa: F401
         import execution
         import folder_paths
+
         import nodes
 
         from .tiny_models import ensure_models, register_tiny_sd15
@@ -58,7 +58,7 @@ class Host:
         if not valid[0]:
             raise PromptError("validation", valid[1], valid[3])
         self.log.messages.clear()
-        self.executor.execute(prompt, prompt_id, {}, outputs if outputs is not None else valid[2])
+        self.executor.execute(prompt, prompt_id, {"client_id": "anyi2v-tests"}, outputs if outputs is not None else valid[2])
         if not self.executor.success:
             errors = [data for event, data in self.log.messages if event == "execution_error"]
             raise PromptError("execution", errors[0] if errors else None, None)

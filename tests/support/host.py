@@ -7,7 +7,6 @@ returns the ComfyUI folder. ``load_pack()`` imports this checkout through ComfyU
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -46,11 +45,10 @@ def boot() -> Path:
         del sys.modules["nodes"]
     # main.py imports ComfyUI's `utils` package before nodes.py puts ComfyUI/comfy first on sys.path
     # (after which `utils` would resolve to comfy/utils.py); do the same.
+    import comfy.cli_args
     import utils.extra_config  # noqa: F401
     import utils.install_util  # noqa: F401
     import utils.json_util  # noqa: F401
-
-    import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401  (device selection happens at import)
