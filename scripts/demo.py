@@ -1,0 +1,149 @@
+"""`make demo`: run example workflow 1 headless through a real ComfyUI server and write the video.
+
+Models: with MODELS_DIR pointing at a ComfyUI-style models folder (checkpoints/, animatediff_models/,
+loras/) the real files are used; otherwise tiny generated models prove that the whole pipeline runs
+(the output is then noise-like, not a real animation). AnimateDiff-Evolved: the real pack when it is
+installed in the host's custom_nodes, otherwise the test stand-in (announced loudly).
+Outputs (animated WebP + a trajectory overlay sheet) are copied into ./output and their paths printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.host import cache_dir, comfy_dir  # noqa: E402
+from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message  # noqa: E402
+from tests.support.workflow_api import ui_to_api  # noqa: E402
+
+WORKFLOW = REPO / "example_workflows" / "01_canny_car_one_box.json"
+INPUTS = REPO / "example_workflows" / "input"
+OUTPUT = Path(os.environ.get("ANYI2V_DEMO_OUTPUT", Path.cwd() / "output"))
+
+# In tiny-model mode the workflow runs smaller so that it finishes in a minute or two on a CPU.
+TINY_PROFILE = {"width": 128, "height": 128, "frames": 8, "steps": 12}
+
+
+def find_real_ade() -> Path | None:
+    nodes = comfy_dir() / "custom_nodes"
+    for p in sorted(nodes.iterdir()) if nodes.is_dir() else []:
+        if "animatediff-evolved" in p.name.lower() and (p / "__init__.py").is_file():
+            return p.resolve()
+    return None
+
+
+def tiny_profile(prompt: dict) -> dict:
+    """Swap model names for the tiny files and shrink size/frames/steps."""
+    from tests.support.tiny_models import CHECKPOINT_NAME, MOTION_MODEL_NAME
+
+    p = TINY_PROFILE
+    for node in prompt.values():
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = CHECKPOINT_NAME
+        elif kind == "ADE_LoadAnimateDiffModel":
+            inputs["model_name"] = MOTION_MODEL_NAME
+        elif kind in ("ImageScale", "EmptyLatentImage"):
+            inputs["width"], inputs["height"] = p["width"], p["height"]
+        if kind == "EmptyLatentImage":
+            inputs["batch_size"] = p["frames"]
+        if kind == "AnyI2VTrajectory" and isinstance(inputs.get("frames"), int):
+            inputs["frames"] = p["frames"]
+        if kind == "AnyI2VKSampler":
+            inputs["steps"] = p["steps"]
+    return prompt
+
+
+async def follow(server: ComfyServer, prompt_id: str, titles: dict) -> None:
+    """Print ComfyUI's progress messages for our prompt until it finishes."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"ws://127.0.0.1:{server.port}/ws?clientId={server.client_id}") as ws:
+            started = time.monotonic()
+            while True:
+                entry = server.history(prompt_id)
+                if entry and entry.get("status", {}).get("completed") is not None:
+                    print(file=sys.stderr)
+                    return
+                try:
+                    msg = await ws.receive(timeout=1.0)
+                except asyncio.TimeoutError:
+                    continue
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                if data.get("type") == "progress" and data["data"].get("prompt_id") == prompt_id:
+                    d = data["data"]
+                    title = titles.get(str(d.get("node")), d.get("node"))
+                    bar = "#" * int(30 * d["value"] / max(1, d["max"]))
+                    print(f"\r[{time.monotonic() - started:6.1f}s] {title:<28} [{bar:<30}] {d['value']}/{d['max']}",
+                          end="", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    models_dir = os.environ.get("MODELS_DIR")
+    extra = []
+    if models_dir:
+        models = Path(models_dir).resolve()
+        print(f"[demo] real models from {models}", file=sys.stderr)
+    else:
+        from tests.support.tiny_models import ensure_models
+
+        models = cache_dir()
+        ensure_models(models)
+        extra.append(TINY_MODELS_PACK)
+        print("[demo] MODELS_DIR not set: tiny generated models (proves the pipeline; the video is not a real animation)",
+              file=sys.stderr)
+    ade = find_real_ade()
+    if ade is None:
+        print("[demo] AnimateDiff-Evolved is not installed in the host: using the TEST STAND-IN motion module",
+              file=sys.stderr)
+        extra.append(STANDIN_ADE)
+    else:
+        extra.append(ade)
+    base = cache_dir().parent / "demo-server"
+    shutil.rmtree(base / "output", ignore_errors=True)
+    with ComfyServer(extra_nodes=extra, models_dir=models, base_dir=base) as server:
+        for image in INPUTS.glob("*.png"):
+            shutil.copy(image, base / "input" / image.name)
+        prompt = ui_to_api(json.loads(WORKFLOW.read_text()), server.object_info())
+        if not models_dir:
+            prompt = tiny_profile(prompt)
+        status, body = server.queue(prompt)
+        if status != 200:
+            print(f"[demo] the server refused the workflow: {json.dumps(body, indent=1)[:3000]}", file=sys.stderr)
+            return 1
+        print(f"[demo] running {WORKFLOW.name} on {server.url}", file=sys.stderr)
+        asyncio.run(follow(server, body["prompt_id"], {k: v["_meta"]["title"] for k, v in prompt.items()}))
+        entry = server.wait(body["prompt_id"])
+        if entry["status"].get("status_str") != "success":
+            print(f"[demo] the workflow failed: {error_message(entry)}\n{server.log_tail(30)}", file=sys.stderr)
+            return 1
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        written = []
+        for node_output in entry["outputs"].values():
+            for image in node_output.get("images", []):
+                if image.get("type") != "output":
+                    continue
+                target = OUTPUT / image["filename"]
+                target.write_bytes(server.view(image))
+                written.append(target)
+    if not written:
+        print("[demo] the workflow wrote no output files", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
