@@ -52,8 +52,13 @@ class Host:
         self._nodes = nodes
 
     def run(self, prompt: dict, outputs: list[str] | None = None) -> dict:
-        """Validate and execute an API-format prompt; return {node_id: ui output}. Raises on failure."""
+        """Validate and execute an API-format prompt; return {node_id: ui output}. Raises on failure.
+        A prompt without an output node gets a PreviewAny sink on its first node."""
         prompt_id = f"test-{next(_ids)}"
+        if outputs is None and not any(getattr(self._nodes.NODE_CLASS_MAPPINGS.get(n["class_type"]), "OUTPUT_NODE", False)
+                                       for n in prompt.values()):
+            first = next(iter(prompt))
+            prompt = dict(prompt, _anyi2v_sink={"class_type": "PreviewAny", "inputs": {"source": [first, 0]}})
         valid = asyncio.run(self._execution.validate_prompt(prompt_id, prompt, None))
         if not valid[0]:
             raise PromptError("validation", valid[1], valid[3])
@@ -65,8 +70,10 @@ class Host:
         return self.executor.history_result["outputs"]
 
     def node_output(self, prompt: dict, node_id: str):
-        """Run the prompt and return the cached Python outputs of one node."""
-        self.run(prompt, outputs=[node_id])
+        """Run the prompt and return the Python outputs of one node (a PreviewAny sink makes any
+        node an output, since ComfyUI only executes what feeds an output node)."""
+        prompt = dict(prompt, _anyi2v_sink={"class_type": "PreviewAny", "inputs": {"source": [node_id, 0]}})
+        self.run(prompt, outputs=["_anyi2v_sink"])
         entry = self.executor.caches.outputs.get(node_id)
         outputs = entry.outputs if hasattr(entry, "outputs") else entry[0]
         return [values[0] if len(values) == 1 else values for values in outputs]
