@@ -53,14 +53,13 @@ class Host:
 
     def run(self, prompt: dict, outputs: list[str] | None = None) -> dict:
         """Validate and execute an API-format prompt; return {node_id: ui output}. Raises on failure.
-        A prompt without an output node gets a PreviewAny sink on its first node."""
+        A prompt without an output node gets PreviewAny sinks on its leaves."""
         prompt_id = f"test-{next(_ids)}"
         if outputs is None and not any(getattr(self._nodes.NODE_CLASS_MAPPINGS.get(n["class_type"]), "OUTPUT_NODE", False)
                                        for n in prompt.values()):
-            first = next(iter(prompt))
-            prompt = dict(prompt, _anyi2v_sink={"class_type": "PreviewAny", "inputs": {"source": [first, 0]}})
+            prompt = with_leaf_sinks(prompt)
         valid = asyncio.run(self._execution.validate_prompt(prompt_id, prompt, None))
-        if not valid[0]:
+        if not valid[0] or valid[3]:  # any invalid output fails the test prompt (the server would skip it)
             raise PromptError("validation", valid[1], valid[3])
         self.log.messages.clear()
         self.executor.execute(prompt, prompt_id, {"client_id": "anyi2v-tests"}, outputs if outputs is not None else valid[2])
@@ -79,10 +78,21 @@ class Host:
         return [values[0] if len(values) == 1 else values for values in outputs]
 
 
+def with_leaf_sinks(prompt: dict) -> dict:
+    """Feed every node whose outputs nobody uses into a PreviewAny, so that all of them run."""
+    used = {v[0] for n in prompt.values() for v in n["inputs"].values() if isinstance(v, list) and len(v) == 2}
+    sinks = {f"_sink_{k}": {"class_type": "PreviewAny", "inputs": {"source": [k, 0]}} for k in prompt if k not in used}
+    return dict(prompt, **sinks)
+
+
 class PromptError(RuntimeError):
     def __init__(self, stage, error, node_errors):
         self.stage, self.error, self.node_errors = stage, error, node_errors
-        super().__init__(f"{stage} failed: {error} {node_errors or ''}")
+        if isinstance(error, dict) and "exception_message" in error:
+            text = f"{error.get('exception_type')}: {error['exception_message']}"
+        else:
+            text = f"{error} {node_errors or ''}"
+        super().__init__(f"{stage} failed: {text[:2000]}")
 
 
 _HOST: Host | None = None

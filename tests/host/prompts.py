@@ -1,0 +1,42 @@
+"""API-format prompt pieces shared by the host tests (tiny checkpoint, ADE stand-in)."""
+
+from tests.support.images import edge_image, write_input_image
+
+CKPT = "anyi2v_tiny_sd15.safetensors"
+MOTION = "anyi2v_tiny_motion.safetensors"
+
+
+def base(prompt_text="a red car driving", negative="blurry", width=64, height=64, frames=4, motion=True,
+         image_name=None):
+    """Checkpoint, text, a condition image and an empty latent (+ the ADE stand-in chain)."""
+    image_name = image_name or write_input_image("cond_edges.png", edge_image(width, height))
+    p = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt_text, "clip": ["ckpt", 1]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["ckpt", 1]}},
+        "img": {"class_type": "LoadImage", "inputs": {"image": image_name}},
+        "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": frames}},
+    }
+    if motion:
+        p["mm"] = {"class_type": "ADE_LoadAnimateDiffModel", "inputs": {"model_name": MOTION}}
+        p["apply"] = {"class_type": "ADE_ApplyAnimateDiffModelSimple", "inputs": {"motion_model": ["mm", 0]}}
+        p["ade"] = {"class_type": "ADE_UseEvolvedSampling",
+                    "inputs": {"model": ["ckpt", 0], "beta_schedule": "autoselect", "m_models": ["apply", 0]}}
+    return p
+
+
+def invert(p, t_alpha=21, stride=5, model=("ckpt", 0), **extra):
+    p["inv"] = {"class_type": "AnyI2VInvertCondition",
+                "inputs": dict({"model": list(model), "vae": ["ckpt", 2], "image": ["img", 0], "positive": ["pos", 0],
+                                "t_alpha": t_alpha, "stride": stride, "schedule": "sqrt_linear (AnimateDiff)",
+                                "query_blocks": "up_blocks.1.attentions.0, up_blocks.1.attentions.1, up_blocks.2.attentions.0, up_blocks.2.attentions.1",
+                                "residual_blocks": "up_blocks.1.resnets.0, up_blocks.1.resnets.1, up_blocks.2.resnets.0, up_blocks.2.resnets.1"},
+                               **extra)}
+    return p
+
+
+def ksampler(p, model, seed=3, steps=4, cfg=4.0, sampler="ddim", scheduler="ddim_uniform", node="ks"):
+    p[node] = {"class_type": "KSampler", "inputs": {
+        "model": list(model), "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler,
+        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["lat", 0], "denoise": 1.0}}
+    return p
