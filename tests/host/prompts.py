@@ -35,8 +35,15 @@ def invert(p, t_alpha=21, stride=5, model=("ckpt", 0), **extra):
     return p
 
 
-def ksampler(p, model, seed=3, steps=4, cfg=4.0, sampler="ddim", scheduler="ddim_uniform", node="ks"):
+def ksampler(p, model, seed=3, steps=4, cfg=4.0, sampler="ddim", scheduler="normal", node="ks"):
     p[node] = {"class_type": "KSampler", "inputs": {
         "model": list(model), "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler,
         "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["lat", 0], "denoise": 1.0}}
+    return p
+
+
+def inject(p, model=("ade", 0), node="inj", **extra):
+    p[node] = {"class_type": "AnyI2VInjectFeatures", "inputs": dict(
+        {"model": list(model), "features": ["inv", 0], "inject_query": True, "inject_residual": True, "share_kv": True,
+         "patch_size": 4, "end_percent": 0.16}, **extra)}
     return p

@@ -1,0 +1,223 @@
+"""AnyI2V Inject Features: frame 0 follows the condition (paper Sec. 3.2).
+
+While active, in the conditional branch only:
+- attn1 of the query blocks: frame 0's query := the captured one; every frame's K and V := frame 0's;
+- ResBlock residual branch of the residual blocks: frame 0's := patch_adain(captured, current), detached.
+
+Everything is installed on a clone through keyed extension points: an attn1 replace per block
+(``("output", n, 0)``) and a keyed DIFFUSION_MODEL wrapper that registers forward hooks on the
+ResBlocks' residual branch for the duration of one UNet call and always removes them.
+
+Contract with the AnyI2V sampler (nodes/sampler.py):
+- ``model_options["transformer_options"][TRANSFORMER_KEY]`` holds the ``InjectionState``;
+- ``apply_injection(clone, features, ...)`` installs everything on an already cloned ModelPatcher;
+  the attn1 replace covers the query blocks AND the optimisation blocks (one replace per key);
+- per call, ``transformer_options["anyi2v_force"]`` makes injection act whatever the sigma, and
+  ``transformer_options["anyi2v_sink"]`` (``.blocks``, ``.record(block, q)``, ``.stop_after``)
+  receives the conditional chunk's queries of all frames after frame 0's replacement; after the
+  ``stop_after`` block ``StopForward`` is raised to cut the forward short.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import comfy.patcher_extension
+import torch
+from comfy.ldm.modules.attention import optimized_attention
+from comfy_api.latest import io
+
+from ..core.blocks import DEFAULT_OPT_BLOCKS, UNetLayout
+from ..core.debias import patch_adain
+from ..core.features import ConditionFeatures
+from .invert import residual_module
+from .types import CATEGORY, Features
+
+TRANSFORMER_KEY = "anyi2v"
+WRAPPER_KEY = "anyi2v_injection"
+
+
+class StopForward(Exception):
+    """Raised inside the UNet once the sampler has every query it needs."""
+
+
+@dataclass
+class InjectionState:
+    features: ConditionFeatures
+    query_blocks: list[int]
+    res_blocks: list[int]
+    opt_blocks: list[int]
+    inject_query: bool = True
+    inject_residual: bool = True
+    share_kv: bool = True
+    patch_size: int = 4
+    end_percent: float = 0.16
+    end_sigma: float = math.inf  # active while the current sigma >= this (from end_percent on the MODEL's schedule)
+
+    def active(self, transformer_options) -> bool:
+        if transformer_options.get("anyi2v_force"):
+            return True
+        sigmas = transformer_options.get("sigmas")
+        return sigmas is not None and float(sigmas.max()) >= self.end_sigma
+
+
+def cond_rows(transformer_options, batch: int) -> list[tuple[int, int]]:
+    """(start, frames) of every conditional chunk in a batch laid out per cond_or_uncond."""
+    order = transformer_options.get("cond_or_uncond") or [0]
+    chunk = batch // len(order)
+    return [(i * chunk, chunk) for i, c in enumerate(order) if c == 0]
+
+
+def holds_frame_zero(transformer_options) -> bool:
+    sub = (transformer_options.get("ad_params") or {}).get("sub_idxs")
+    return sub is None or 0 in list(sub)
+
+
+def token_grid(transformer_options, tokens: int, features: ConditionFeatures, block: int) -> tuple[int, int]:
+    """The (h, w) token grid of a block for the current latent, scaled like the features' grid."""
+    h0, w0 = features.query_hw[block]
+    lat_h, lat_w = transformer_options.get("original_shape", [0, 0, *features.latent_hw])[-2:]
+    fh, fw = features.latent_hw
+    h, w = max(1, math.ceil(lat_h * h0 / fh)), max(1, math.ceil(lat_w * w0 / fw))
+    if h * w != tokens:  # odd sizes: trust the token count and the features' aspect
+        h = max(1, round(math.sqrt(tokens * h0 / w0)))
+        w = tokens // h
+    return h, w
+
+
+def make_attn1(state: InjectionState):
+    def attn1(q, k, v, extra_options):
+        block = extra_options["block"][1]
+        sink = extra_options.get("anyi2v_sink")
+        active = state.active(extra_options) and holds_frame_zero(extra_options)
+        if active and block in state.query_blocks:
+            rows = cond_rows(extra_options, q.shape[0])
+            if state.inject_query:
+                h, w = token_grid(extra_options, q.shape[1], state.features, block)
+                q = _replace_rows(q, [s for s, _ in rows], state.features.query_for(block, h, w).to(q))
+            if state.share_kv:
+                k = _share_first(k, rows)
+                v = _share_first(v, rows)
+        if sink is not None and block in sink.blocks:
+            for s, n in cond_rows(extra_options, q.shape[0])[:1]:
+                sink.record(block, q[s:s + n])
+            if sink.stop_after == block:
+                raise StopForward()
+        return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"))
+
+    return attn1
+
+
+def _replace_rows(x, starts, row):
+    parts, last = [], 0
+    for s in starts:
+        parts += [x[last:s], row]
+        last = s + 1
+    parts.append(x[last:])
+    return torch.cat(parts)
+
+
+def _share_first(x, rows):
+    """Every frame of each conditional chunk gets that chunk's frame-0 tokens."""
+    parts, last = [], 0
+    for s, n in rows:
+        parts += [x[last:s], x[s:s + 1].expand(n, -1, -1)]
+        last = s + n
+    parts.append(x[last:])
+    return torch.cat(parts)
+
+
+def make_residual_wrapper(state: InjectionState):
+    def wrapper(executor, *args, **kwargs):
+        options = kwargs.get("transformer_options", args[-1] if args and isinstance(args[-1], dict) else {})
+        unet = executor.class_obj
+        handles = []
+
+        def hook(module, inputs, out, block):
+            if not (state.active(options) and holds_frame_zero(options)):
+                return None
+            feat = state.features.residual_for(block, out.shape[-2], out.shape[-1]).to(out)
+            rows = cond_rows(options, out.shape[0])
+            new = out
+            for s, _ in rows:
+                mixed = patch_adain(feat, out[s:s + 1].detach(), state.patch_size).detach()
+                new = torch.cat([new[:s], mixed, new[s + 1:]])
+            return new
+
+        try:
+            if state.inject_residual:
+                for b in state.res_blocks:
+                    handles.append(residual_module(unet, b).register_forward_hook(
+                        lambda m, i, o, b=b: hook(m, i, o, b)))
+            return executor(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+    return wrapper
+
+
+def apply_injection(model, features: ConditionFeatures, *, query_blocks=None, res_blocks=None, opt_blocks=None,
+                    inject_query=True, inject_residual=True, share_kv=True, patch_size=4, end_percent=0.16) -> InjectionState:
+    """Install the injection on an already cloned ModelPatcher; return its state."""
+    layout = UNetLayout.from_unet(model.model.diffusion_model)
+    features.check_model(layout.signature())
+    query_blocks = sorted(features.queries) if query_blocks is None else layout.resolve(query_blocks, "attn")
+    res_blocks = sorted(features.residuals) if res_blocks is None else layout.resolve(res_blocks, "res")
+    opt_blocks = list(DEFAULT_OPT_BLOCKS) if opt_blocks is None else layout.resolve(opt_blocks, "attn")
+    missing = [b for b in query_blocks if b not in features.queries] + [b for b in res_blocks if b not in features.residuals]
+    if missing:
+        raise ValueError(f"features: no captured features for output blocks {missing}; "
+                         f"captured queries {sorted(features.queries)}, residuals {sorted(features.residuals)}")
+    if not 0.0 <= end_percent <= 1.0:
+        raise ValueError(f"end_percent: must be within 0..1, got {end_percent}")
+    end_sigma = float(model.get_model_object("model_sampling").percent_to_sigma(end_percent))
+    state = InjectionState(features, query_blocks, res_blocks, opt_blocks, inject_query, inject_residual, share_kv,
+                           int(patch_size), float(end_percent), end_sigma)
+    attn1 = make_attn1(state)
+    for b in sorted(set(query_blocks) | set(opt_blocks)):
+        model.set_model_attn1_replace(attn1, "output", b, 0)
+    options = model.model_options.setdefault("transformer_options", {})
+    options[TRANSFORMER_KEY] = state
+    model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, make_residual_wrapper(state))
+    return state
+
+
+def injection_state(model) -> InjectionState | None:
+    return model.model_options.get("transformer_options", {}).get(TRANSFORMER_KEY)
+
+
+class InjectFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AnyI2VInjectFeatures",
+            display_name="AnyI2V Inject Features",
+            category=CATEGORY,
+            description="A MODEL whose first frame follows the inverted condition: its queries and debiased residuals "
+                        "are injected into frame 0 and frame 0's keys/values are shared with all frames, in the first steps.",
+            inputs=[
+                io.Model.Input("model", tooltip="The video model (after AnimateDiff's Use Evolved Sampling). It is cloned, never changed."),
+                Features.Input("features", tooltip="The features from AnyI2V Invert Condition (same base model)."),
+                io.Boolean.Input("inject_query", default=True, tooltip="Replace frame 0's attention queries with the condition's."),
+                io.Boolean.Input("inject_residual", default=True, tooltip="Replace frame 0's ResBlock residuals with the debiased condition residuals."),
+                io.Boolean.Input("share_kv", default=True, tooltip="Give every frame frame 0's keys and values in those attention layers."),
+                io.Int.Input("patch_size", default=4, min=1, max=64, tooltip="Patch size p of the patch-wise AdaIN debiasing."),
+                io.Float.Input("end_percent", default=0.16, min=0.0, max=1.0, step=0.01,
+                               tooltip="Inject while sampling is before this point of the schedule (0.16 = the first 4 of 25 steps). "
+                                       "Read on the MODEL's schedule: place this node after AnimateDiff's Use Evolved Sampling."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, features, inject_query, inject_residual, share_kv, patch_size, end_percent) -> io.NodeOutput:
+        clone = model.clone()
+        apply_injection(clone, features, inject_query=inject_query, inject_residual=inject_residual, share_kv=share_kv,
+                        patch_size=patch_size, end_percent=end_percent)
+        return io.NodeOutput(clone)
+
+
+NODES = [InjectFeatures]
