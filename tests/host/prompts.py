@@ -47,3 +47,29 @@ def inject(p, model=("ade", 0), node="inj", **extra):
         {"model": list(model), "features": ["inv", 0], "inject_query": True, "inject_residual": True, "share_kv": True,
          "patch_size": 4, "end_percent": 0.16}, **extra)}
     return p
+
+
+TRAJ = ('{"bounding_box": [[16, 20, 44, 44]], "target_box": [[0, 0, 28, 24]], '
+        '"center_traj": [[[30, 32], [38, 32], [46, 32]]], "query_point": [[[24, 30]]], "width": 64, "height": 64}')
+
+SETTINGS = {"opt_percent": 0.5, "iterations": 3, "lr": 0.05, "update_rule": "adamw_fresh", "pca_dim": 16,
+            "query_blocks": "Query 1.1, Query 2.0", "mask_mode": "semantic", "low_memory": False}
+
+
+def trajectory(p, frames=4, text=TRAJ):
+    p["traj"] = {"class_type": "AnyI2VTrajectory", "inputs": {"trajectory": text, "frames": frames, "width": 64, "height": 64}}
+    return p
+
+
+def anyi2v_ksampler(p, model=("inj", 0), seed=3, steps=4, cfg=4.0, sampler="ddim", scheduler="normal", node="aks", **settings):
+    p[node] = {"class_type": "AnyI2VKSampler", "inputs": dict(
+        {"model": list(model), "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler,
+         "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["lat", 0], "trajectory": ["traj", 0],
+         "denoise": 1.0}, **dict(SETTINGS, **settings))}
+    return p
+
+
+def full(frames=4, **settings):
+    """Condition inversion -> ADE stand-in -> injection -> AnyI2V KSampler."""
+    p = inject(invert(base(frames=frames)))
+    return anyi2v_ksampler(trajectory(p, frames), **settings)

@@ -1,0 +1,76 @@
+"""Gradients through a UNet whose weights were loaded under torch.inference_mode.
+
+ComfyUI runs every prompt inside torch.inference_mode, so the loaders' weights are inference tensors,
+and autograd refuses to save them for backward even inside inference_mode(False). For the duration of
+the optimisation forwards, ``trainable_weights`` swaps every inference-tensor parameter/buffer of the
+given modules for a normal copy, and puts the originals back afterwards (also on error or interrupt).
+Only the modules the truncated forward runs are copied (not the output blocks after the last
+optimised one, nor the final head). On a GPU this costs one extra copy of those weights for the
+duration of the optimisation steps; the copies are dropped right after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.utils.checkpoint
+
+
+def _swap(module: torch.nn.Module, saved: list):
+    for name, p in list(module._parameters.items()):
+        if p is not None and p.is_inference():
+            saved.append((module._parameters, name, p))
+            module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+    for name, b in list(module._buffers.items()):
+        if b is not None and b.is_inference():
+            saved.append((module._buffers, name, b))
+            module._buffers[name] = b.detach().clone()
+
+
+@contextlib.contextmanager
+def trainable_weights(modules):
+    """Normal-tensor copies of inference-tensor weights of `modules` (and their children) meanwhile."""
+    saved: list = []
+    try:
+        with torch.inference_mode(False):
+            for top in modules:
+                for m in top.modules():
+                    _swap(m, saved)
+        yield len(saved)
+    finally:
+        for store, name, original in reversed(saved):
+            store[name] = original
+
+
+def truncated_modules(unet, last_output_block: int) -> list:
+    """The modules a forward that stops inside output block `last_output_block` runs."""
+    mods = [unet.time_embed, unet.input_blocks, unet.middle_block]
+    mods += list(unet.output_blocks[: last_output_block + 1])
+    if getattr(unet, "label_emb", None) is not None:
+        mods.append(unet.label_emb)
+    return [m for m in mods if m is not None]
+
+
+def _checkpoint_call(forward, *args, **kwargs):
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+@contextlib.contextmanager
+def checkpointed(modules):
+    """Gradient checkpointing of each of `modules` (their ModuleList children, if given a list module)
+    for the duration: activations are recomputed in backward instead of kept. The instances' own
+    forward is restored afterwards."""
+    blocks = []
+    for m in modules:
+        blocks += list(m) if isinstance(m, torch.nn.ModuleList) else [m]
+    patched = []
+    try:
+        for b in blocks:
+            b.forward = functools.partial(_checkpoint_call, b.forward)
+            patched.append(b)
+        yield
+    finally:
+        for b in patched:
+            del b.forward

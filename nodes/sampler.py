@@ -1,0 +1,383 @@
+"""The AnyI2V sampler: zero-shot trajectory control by latent optimisation (paper Sec. 3.3-3.4).
+
+Before each early denoising step (sigma >= the MODEL's sigma at ``opt_percent``) the latent is
+optimised ``iterations`` times: a forward with gradient (conditional text only, motion modules and
+injection on, cut right after the last optimised query), PCA-reduced queries of all frames, the
+box-restricted, mask-weighted alignment loss to frame 0 (Eq. 3-8), and an update of the latent.
+Then the base sampler takes the ordinary CFG step. Single-step base samplers are driven interval by
+interval through the optimisation window; the rest of the schedule runs in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+from PIL import Image, ImageDraw
+
+from ..core.blocks import UNetLayout
+from ..core.loss import MASK_MODES, alignment_loss
+from ..core.optimize import UPDATE_RULES, make_update, query_maps
+from ..core.trajectory import boxes_on_grid, points_on_grid
+from .grad import checkpointed, trainable_weights, truncated_modules
+from .inject import TRANSFORMER_KEY, StopForward, apply_injection, injection_state, token_grid
+from .types import CATEGORY, Features
+from .types import Trajectory as TrajectoryType
+
+log = logging.getLogger("AnyI2V")
+BASE_SAMPLERS = ["ddim", "euler", "euler_ancestral", "heun", "dpm_2", "lcm", "dpmpp_2m", "uni_pc"]
+COMPRESS = 4  # the feature grid is (H/4, W/4) of the image, as the reference's compress_factor
+
+
+class QuerySink:
+    """Receives the conditional queries of the optimised blocks during one gradient forward."""
+
+    def __init__(self, blocks):
+        self.blocks = set(blocks)
+        self.stop_after = max(blocks)
+        self.queries: dict[int, torch.Tensor] = {}
+
+    def record(self, block, q):
+        self.queries[block] = q
+
+
+class Settings:
+    def __init__(self, opt_percent=0.24, iterations=5, lr=0.01, update_rule="adamw_fresh", pca_dim=64,
+                 query_blocks="Query 1.1, Query 2.0", mask_mode="semantic", low_memory=False):
+        if not 0.0 <= opt_percent <= 1.0:
+            raise ValueError(f"opt_percent: must be within 0..1, got {opt_percent}")
+        if update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule: expected one of {', '.join(UPDATE_RULES)}, got '{update_rule}'")
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got '{mask_mode}'")
+        if iterations < 0 or pca_dim < 1 or not math.isfinite(lr) or lr < 0:
+            raise ValueError("iterations, pca_dim and lr must be >= 0, >= 1 and a finite number >= 0")
+        self.opt_percent, self.iterations, self.lr = opt_percent, int(iterations), float(lr)
+        self.update_rule, self.pca_dim, self.query_blocks = update_rule, int(pca_dim), query_blocks
+        self.mask_mode, self.low_memory = mask_mode, bool(low_memory)
+
+
+class Optimizer:
+    """Everything the optimisation of one sampling run needs, prepared once."""
+
+    def __init__(self, guider, settings: Settings, trajectory, state, latent_shape):
+        self.guider = guider
+        self.settings = settings
+        self.state = state
+        unet = guider.model_patcher.model.diffusion_model
+        self.unet = unet
+        layout = UNetLayout.from_unet(unet)
+        self.blocks = layout.resolve(settings.query_blocks, "attn")
+        missing = [b for b in self.blocks if b not in set(state.query_blocks) | set(state.opt_blocks)]
+        if missing:
+            raise ValueError(f"query_blocks: output blocks {missing} are not patched by the injection "
+                             f"(it patches {sorted(set(state.query_blocks) | set(state.opt_blocks))})")
+        frames, _, lh, lw = latent_shape
+        if frames < 2:
+            raise ValueError("latent: AnyI2V animates at least 2 frames; this latent has 1 (set the batch size to the frame count)")
+        self.image_hw = (lh * 8, lw * 8)
+        self.grid_hw = (lh * 8 // COMPRESS, lw * 8 // COMPRESS)
+        traj = trajectory.resized(self.image_hw[1], self.image_hw[0])
+        if trajectory.num_frames is not None and trajectory.num_frames != frames:
+            log.info("AnyI2V: the trajectory has %d frames, the latent %d: resampling the trajectory", trajectory.num_frames, frames)
+        grid_wh = (self.grid_hw[1], self.grid_hw[0])
+        self.boxes = torch.from_numpy(boxes_on_grid(traj.boxes(frames), (traj.width, traj.height), grid_wh))
+        self.points = [torch.from_numpy(points_on_grid(p, (traj.width, traj.height), grid_wh)) for p in traj.query_points()]
+        first = self.boxes[:, 0]
+        outside = [(i, tuple(float(v) for v in b)) for i, b in enumerate(first)
+                   if b[2] <= 0 or b[3] <= 0 or b[0] >= grid_wh[0] or b[1] >= grid_wh[1]]
+        if outside:
+            raise ValueError(f"trajectory: the first box of group {outside[0][0]} lies entirely outside the image")
+        self.end_sigma = float(guider.model_patcher.get_model_object("model_sampling").percent_to_sigma(settings.opt_percent))
+        self.losses: list[tuple[int, int, float]] = []
+
+    def active(self, sigma) -> bool:
+        return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
+
+    def queries(self, x, sigma, model_options) -> dict[int, torch.Tensor]:
+        sink = QuerySink(self.blocks)
+        options = comfy.model_patcher.create_model_options_clone(model_options)
+        to = options.setdefault("transformer_options", {})
+        to["anyi2v_force"] = True
+        to["anyi2v_sink"] = sink
+        try:
+            comfy.samplers.calc_cond_batch(self.guider.inner_model, [self.guider.conds["positive"]], x,
+                                           sigma.reshape(1).expand(x.shape[0]) if sigma.ndim == 0 else sigma, options)
+        except StopForward:
+            pass
+        missing = [b for b in self.blocks if b not in sink.queries]
+        if missing:
+            raise RuntimeError(f"AnyI2V: no queries were recorded for output blocks {missing}")
+        return sink.queries
+
+    def grids(self, queries, latent_hw):
+        return {b: token_grid({"original_shape": [1, 4, *latent_hw]}, q.shape[1], self.state.features, b)
+                for b, q in queries.items()}
+
+    def loss(self, x, sigma, model_options):
+        queries = self.queries(x, sigma, model_options)
+        maps = query_maps(queries, self.grids(queries, x.shape[-2:]), self.grid_hw, self.settings.pca_dim)
+        return alignment_loss(maps, self.boxes, self.points, self.settings.mask_mode)
+
+    def optimize(self, x, sigma, step, model_options, progress):
+        """Run the iterations of one denoising step; returns the optimised latent (same dtype/device)."""
+        update = make_update(self.settings.update_rule, self.settings.lr)
+        last = max(self.blocks)
+        modules = truncated_modules(self.unet, last)
+        # low memory: recompute every block before the stop block in backward instead of keeping activations
+        saving = checkpointed(modules[:-1] if self.settings.low_memory else [])
+        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
+            z = x.detach().clone()
+            for it in range(self.settings.iterations):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                z = z.detach().requires_grad_(True)
+                loss = self.loss(z, sigma, model_options)
+                (grad,) = torch.autograd.grad(loss, z, allow_unused=True)
+                if grad is None:
+                    grad = torch.zeros_like(z)
+                value = float(loss.detach())
+                self.losses.append((step, it, value))
+                log.info("AnyI2V: step %d iteration %d alignment loss %.6f", step, it, value)
+                z = update(z.detach(), grad.detach()) if self.settings.lr > 0 else z.detach()
+                progress()
+        with torch.inference_mode():
+            return z.detach().clone().to(x.dtype)
+
+
+def anyi2v_sample_function(base, settings: Settings, trajectory, features, progress=None):
+    """A k-diffusion-style sampler function wrapping `base` (a KSAMPLER) with the optimisation."""
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        extra_args = dict(extra_args or {})
+        guider = model.inner_model
+        model_options = extra_args.get("model_options", guider.model_options)
+        state = injection_state_from(model_options)
+        if state is None:
+            raise ValueError("model: AnyI2V needs a MODEL from AnyI2V Inject Features (or features given to the sampler)")
+        opt = Optimizer(guider, settings, trajectory, state, tuple(x.shape))
+        window = [i for i in range(len(sigmas) - 1) if opt.active(sigmas[i])]
+        if settings.iterations > 0 and not window:
+            raise ValueError(f"opt_percent: no sampling step lies in the first {settings.opt_percent:.0%} of the schedule "
+                             f"({len(sigmas) - 1} steps); raise opt_percent or the step count")
+        tick = progress or (lambda: None)
+
+        def shifted(offset):
+            if callback is None:
+                return None
+            return lambda d: callback(dict(d, i=d["i"] + offset))
+
+        i = 0
+        while i < len(sigmas) - 1:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if i in window:
+                x = opt.optimize(x, sigmas[i], i, model_options, tick)
+                x = base.sampler_function(model, x, sigmas[i:i + 2], extra_args=extra_args, callback=shifted(i),
+                                          disable=True, **base.extra_options)
+                i += 1
+            else:
+                x = base.sampler_function(model, x, sigmas[i:], extra_args=extra_args, callback=shifted(i),
+                                          disable=disable, **base.extra_options)
+                break
+        sample.losses = opt.losses
+        return x
+
+    sample.losses = []
+    return sample
+
+
+def injection_state_from(model_options):
+    return model_options.get("transformer_options", {}).get(TRANSFORMER_KEY)
+
+
+def base_ksampler(name: str):
+    if name not in BASE_SAMPLERS:
+        raise ValueError(f"sampler_name: expected one of {', '.join(BASE_SAMPLERS)}, got '{name}'")
+    return comfy.samplers.sampler_object(name)
+
+
+class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
+    """A KSAMPLER whose function is the optimising wrapper (keeps noise scaling and inpainting of KSAMPLER)."""
+
+    def __init__(self, base, settings, trajectory, features=None, progress=None):
+        self.base = base
+        self.fn = anyi2v_sample_function(base, settings, trajectory, features, progress)
+        super().__init__(self.fn, {}, getattr(base, "inpaint_options", {}))
+        self.features = features
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False):
+        if self.features is not None and injection_state_from(extra_args.get("model_options", {})) is None:
+            extra_args = dict(extra_args)
+            options = comfy.model_patcher.create_model_options_clone(extra_args.get("model_options", model_wrap.model_options))
+            holder = _OptionsHolder(model_wrap.model_patcher, options)
+            apply_injection(holder, self.features)
+            extra_args["model_options"] = options
+        return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+
+    @property
+    def losses(self):
+        return self.fn.losses
+
+
+class _OptionsHolder:
+    """Lets apply_injection install its patches into a sampling run's model_options (not the MODEL)."""
+
+    def __init__(self, patcher, model_options):
+        self.model = patcher.model
+        self.model_options = model_options
+        self._patcher = patcher
+
+    def get_model_object(self, name):
+        return self._patcher.get_model_object(name)
+
+    def set_model_attn1_replace(self, patch, block_name, number, transformer_index=None):
+        self.model_options = comfy.model_patcher.set_model_options_patch_replace(
+            self.model_options, patch, "attn1", block_name, number, transformer_index)
+
+    def remove_wrappers_with_key(self, wrapper_type, key):
+        self.model_options.setdefault("transformer_options", {}).setdefault("wrappers", {}).setdefault(wrapper_type, {}).pop(key, None)
+
+    def add_wrapper_with_key(self, wrapper_type, key, fn):
+        comfy.patcher_extension.add_wrapper_with_key(wrapper_type, key, fn, self.model_options, is_model_options=True)
+
+
+def settings_inputs():
+    return [
+        io.Float.Input("opt_percent", default=0.24, min=0.0, max=1.0, step=0.01,
+                       tooltip="Optimise the latent before the steps in this first part of the schedule (0.24 = the first 6 of 25 steps)."),
+        io.Int.Input("iterations", default=5, min=0, max=100, tooltip="Optimisation iterations before each of those steps."),
+        io.Float.Input("lr", default=0.01, min=0.0, max=1.0, step=0.001, tooltip="Learning rate of the latent update (0 = no optimisation)."),
+        io.Combo.Input("update_rule", options=list(UPDATE_RULES), default="adamw_fresh",
+                       tooltip="adamw_fresh: the reference's new AdamW each iteration (a sign-like step); adam_persistent: Adam kept across a step's iterations."),
+        io.Int.Input("pca_dim", default=64, min=1, max=1280, tooltip="Principal components M kept of the queries (Eq. 4)."),
+        io.String.Input("query_blocks", default="Query 1.1, Query 2.0",
+                        tooltip="Attention blocks whose queries are aligned (paper names or output_blocks indices)."),
+        io.Combo.Input("mask_mode", options=list(MASK_MODES), default="semantic",
+                       tooltip="semantic: adaptive masks from the salient points (Sec. 3.4); static: the first frame's mask; off: whole boxes."),
+        io.Boolean.Input("low_memory", default=False, tooltip="Trade compute for memory in the optimisation forwards."),
+    ]
+
+
+class AnyI2VSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AnyI2VSampler",
+            display_name="AnyI2V Sampler",
+            category=CATEGORY,
+            description="A SAMPLER for SamplerCustom / SamplerCustomAdvanced that moves objects along the trajectory by "
+                        "optimising the latent in the early steps. Use it with a MODEL from AnyI2V Inject Features.",
+            inputs=[
+                TrajectoryType.Input("trajectory", tooltip="Boxes and paths from AnyI2V Trajectory."),
+                io.Combo.Input("sampler_name", options=BASE_SAMPLERS, default="ddim",
+                               tooltip="The base sampler that takes the denoising steps (single-step samplers are driven step by step in the window)."),
+                *settings_inputs(),
+                Features.Input("features", optional=True,
+                               tooltip="Features from AnyI2V Invert Condition, when the MODEL is not already injected."),
+            ],
+            outputs=[io.Sampler.Output(display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls, trajectory, sampler_name, opt_percent, iterations, lr, update_rule, pca_dim, query_blocks,
+                mask_mode, low_memory, features=None) -> io.NodeOutput:
+        settings = Settings(opt_percent, iterations, lr, update_rule, pca_dim, query_blocks, mask_mode, low_memory)
+        return io.NodeOutput(AnyI2VSAMPLER(base_ksampler(sampler_name), settings, trajectory, features))
+
+
+def loss_plot(losses, width=384, height=192) -> torch.Tensor:
+    """A small line chart of the alignment loss per iteration, as an IMAGE."""
+    img = Image.new("RGB", (width, height), (24, 24, 24))
+    d = ImageDraw.Draw(img)
+    if losses:
+        values = np.array([v for _, _, v in losses], dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        span = hi - lo or 1.0
+        xs = np.linspace(20, width - 10, len(values)) if len(values) > 1 else np.array([width / 2])
+        ys = height - 20 - (values - lo) / span * (height - 40)
+        d.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(90, 200, 255), width=2)
+        d.text((4, 2), f"alignment loss {values[0]:.4g} -> {values[-1]:.4g}", fill=(230, 230, 230))
+    else:
+        d.text((4, 2), "no optimisation ran", fill=(230, 230, 230))
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+
+
+class AnyI2VKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AnyI2VKSampler",
+            display_name="AnyI2V KSampler",
+            category=CATEGORY,
+            description="KSampler with AnyI2V trajectory control: objects in the boxes follow their paths.",
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL from AnyI2V Inject Features (AnimateDiff applied before it)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="The noise seed."),
+                io.Int.Input("steps", default=25, min=1, max=10000, tooltip="Denoising steps (the paper: 25)."),
+                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale (the paper: 8)."),
+                io.Combo.Input("sampler_name", options=BASE_SAMPLERS, default="ddim", tooltip="The base sampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="ddim_uniform",
+                               tooltip="The noise schedule (ddim_uniform gives the reference's DDIM timesteps)."),
+                io.Conditioning.Input("positive", tooltip="The prompt."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt."),
+                io.Latent.Input("latent_image", tooltip="An empty latent whose batch size is the frame count."),
+                TrajectoryType.Input("trajectory", tooltip="Boxes and paths from AnyI2V Trajectory."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Denoise strength."),
+                *settings_inputs(),
+                Features.Input("features", optional=True, tooltip="Features, when the MODEL is not already injected."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent"), io.Image.Output(display_name="loss_plot")],
+        )
+
+    @classmethod
+    def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, trajectory,
+                denoise, opt_percent, iterations, lr, update_rule, pca_dim, query_blocks, mask_mode, low_memory,
+                features=None) -> io.NodeOutput:
+        settings = Settings(opt_percent, iterations, lr, update_rule, pca_dim, query_blocks, mask_mode, low_memory)
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        if injection_state(model) is None:
+            if features is None:
+                raise ValueError("model: connect a MODEL from AnyI2V Inject Features, or give the features input")
+            model = model.clone()
+            apply_injection(model, features)
+        sampling = model.get_model_object("model_sampling")
+        sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, steps).cpu()
+        if denoise < 1.0:
+            total = int(steps / denoise) if denoise > 0 else 0
+            sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, total).cpu()[-(steps + 1):] if total else sigmas[-1:]
+        end = float(sampling.percent_to_sigma(opt_percent))
+        opt_steps = sum(1 for s in sigmas[:-1] if float(s) >= end) if iterations > 0 else 0
+        total_units = steps + opt_steps * iterations
+        pbar = comfy.utils.ProgressBar(total_units)
+        previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+        done = {"iters": 0}
+
+        def tick():
+            done["iters"] += 1
+            pbar.update_absolute(min(total_units, done["iters"]), total_units)
+
+        def callback(step, x0, x, total_steps):
+            preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
+            pbar.update_absolute(min(total_units, step + 1 + done["iters"]), total_units, preview)
+
+        sampler = AnyI2VSAMPLER(base_ksampler(sampler_name), settings, trajectory, None, progress=tick)
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                             noise_mask=latent_image.get("noise_mask"), callback=callback,
+                                             disable_pbar=True, seed=seed)
+        out = dict(latent_image, samples=samples)
+        out.pop("noise_mask", None)
+        plot = loss_plot(sampler.losses)
+        return io.NodeOutput(out, plot, ui=ui.PreviewImage(plot, cls=cls))
+
+
+NODES = [AnyI2VSampler, AnyI2VKSampler]
