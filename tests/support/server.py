@@ -145,6 +145,11 @@ class ComfyServer:
             return e.code, json.loads(e.read() or b"null")
         return 200, json.loads(body) if body else None
 
+    def post_raw(self, path: str, body: bytes) -> int:
+        req = urllib.request.Request(self.url + path, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+
     def object_info(self) -> dict:
         return self.get("/object_info")
 

@@ -1,0 +1,125 @@
+"""Headless Chromium (Debian's) driven by playwright against a real ComfyUI server and frontend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.host import host_dir
+from tests.support.server import ComfyServer
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def newest_frontend_root() -> Path | None:
+    root = host_dir() / "frontend-newest" / "pkg" / "comfyui_frontend_package" / "static"
+    return root if (root / "index.html").is_file() else None
+
+
+def frontend_version(root: Path | None) -> str:
+    import importlib.metadata
+
+    if root is None:
+        return importlib.metadata.version("comfyui-frontend-package") if _has_dist() else "bundled"
+    for dist in (root.parents[1]).glob("comfyui_frontend_package-*.dist-info"):
+        return dist.name.removeprefix("comfyui_frontend_package-").removesuffix(".dist-info")
+    return "newest"
+
+
+def _has_dist():
+    try:
+        import importlib.metadata
+
+        importlib.metadata.version("comfyui-frontend-package")
+        return True
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append("Chromium (/usr/bin/chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("playwright")
+    if not missing:
+        return
+    message = f"BROWSER TESTS SKIPPED: {', '.join(missing)} not installed (run scripts/setup_browser.sh)"
+    print(f"\n{'!' * 80}\n{message}\n{'!' * 80}", file=sys.stderr)
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=message))
+
+
+FRONTENDS = ["bundled", "newest"]
+
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def server(request):
+    root = None
+    if request.param == "newest":
+        root = newest_frontend_root()
+        if root is None:
+            pytest.skip("the newest comfyui-frontend-package could not be installed (no registry access?)")
+    with ComfyServer(front_end_root=root) as s:
+        s.frontend = frontend_version(root) if root else "1.32.9 (bundled)"
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server.url) or
+               route.request.url.startswith("data:") or route.request.url.startswith("blob:") else route.abort())
+    page.console_errors = []
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    # a returning user: no first-run templates dialog
+    server.post_raw("/settings/Comfy.TutorialCompleted", b"true")
+    page.goto(server.url)
+    page.wait_for_function("() => !!(window.app && window.app.graph && window.LiteGraph && "
+                           "window.LiteGraph.registered_node_types['AnyI2VTrajectory'])", timeout=60000)
+    # first start: the frontend opens its templates dialog; close any dialog before testing
+    page.wait_for_timeout(500)
+    for _ in range(3):
+        if page.locator(".p-dialog-mask").count() == 0:
+            break
+        close = page.locator(".p-dialog-mask button[aria-label='Close'], .p-dialog-mask .p-dialog-close-button")
+        if close.count():
+            close.first.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+    page.evaluate("window.app.graph.clear()")
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    context.close()
+
+
+def screenshot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
