@@ -359,15 +359,16 @@ class AnyI2VKSampler(io.ComfyNode):
         total_units = steps + opt_steps * iterations
         pbar = comfy.utils.ProgressBar(total_units)
         previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
-        done = {"iters": 0}
+        done = {"iters": 0, "steps": 0}
 
         def tick():
             done["iters"] += 1
-            pbar.update_absolute(min(total_units, done["iters"]), total_units)
+            pbar.update_absolute(min(total_units, done["steps"] + done["iters"]), total_units)
 
         def callback(step, x0, x, total_steps):
+            done["steps"] = step + 1
             preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
-            pbar.update_absolute(min(total_units, step + 1 + done["iters"]), total_units, preview)
+            pbar.update_absolute(min(total_units, done["steps"] + done["iters"]), total_units, preview)
 
         sampler = AnyI2VSAMPLER(base_ksampler(sampler_name), settings, trajectory, None, progress=tick)
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))

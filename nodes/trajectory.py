@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from comfy_api.latest import io, ui
@@ -134,6 +136,18 @@ def draw_frames(images: torch.Tensor, traj: Trajectory) -> torch.Tensor:
     return torch.stack(out).to(images.device)
 
 
+def contact_sheet(frames: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+    """All frames tiled row by row into one image [1, rows*H, cols*W, C] (empty cells black)."""
+    n, h, w, c = frames.shape
+    cols = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    sheet = frames.new_zeros(rows * h, cols * w, c)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        sheet[r * h:(r + 1) * h, k * w:(k + 1) * w] = frames[i]
+    return sheet[None]
+
+
 class DrawTrajectory(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -146,12 +160,13 @@ class DrawTrajectory(io.ComfyNode):
                 io.Image.Input("images", tooltip="The frames to draw on (e.g. the decoded video, or the condition image repeated)."),
                 TrajectoryType.Input("trajectory", tooltip="The trajectory; it is scaled to the images' size and laid out over their count."),
             ],
-            outputs=[io.Image.Output(display_name="images")],
+            outputs=[io.Image.Output(display_name="images"), io.Image.Output(display_name="sheet")],
         )
 
     @classmethod
     def execute(cls, images, trajectory) -> io.NodeOutput:
-        return io.NodeOutput(draw_frames(images, trajectory))
+        drawn = draw_frames(images, trajectory)
+        return io.NodeOutput(drawn, contact_sheet(drawn))
 
 
 NODES = [TrajectoryNode, TrajectoryFromCoordinates, DrawTrajectory]

@@ -20,46 +20,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.examples import copy_inputs, example_prompt  # noqa: E402
 from tests.support.host import cache_dir, comfy_dir  # noqa: E402
 from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message  # noqa: E402
-from tests.support.workflow_api import ui_to_api  # noqa: E402
 
 WORKFLOW = REPO / "example_workflows" / "01_canny_car_one_box.json"
-INPUTS = REPO / "example_workflows" / "input"
 OUTPUT = Path(os.environ.get("ANYI2V_DEMO_OUTPUT", Path.cwd() / "output"))
-
-# In tiny-model mode the workflow runs smaller so that it finishes in a minute or two on a CPU.
-TINY_PROFILE = {"width": 128, "height": 128, "frames": 8, "steps": 12}
 
 
 def find_real_ade() -> Path | None:
+    """The real AnimateDiff-Evolved, when it is installed in the host's custom_nodes."""
     nodes = comfy_dir() / "custom_nodes"
     for p in sorted(nodes.iterdir()) if nodes.is_dir() else []:
         if "animatediff-evolved" in p.name.lower() and (p / "__init__.py").is_file():
             return p.resolve()
     return None
-
-
-def tiny_profile(prompt: dict) -> dict:
-    """Swap model names for the tiny files and shrink size/frames/steps."""
-    from tests.support.tiny_models import CHECKPOINT_NAME, MOTION_MODEL_NAME
-
-    p = TINY_PROFILE
-    for node in prompt.values():
-        inputs, kind = node["inputs"], node["class_type"]
-        if kind == "CheckpointLoaderSimple":
-            inputs["ckpt_name"] = CHECKPOINT_NAME
-        elif kind == "ADE_LoadAnimateDiffModel":
-            inputs["model_name"] = MOTION_MODEL_NAME
-        elif kind in ("ImageScale", "EmptyLatentImage"):
-            inputs["width"], inputs["height"] = p["width"], p["height"]
-        if kind == "EmptyLatentImage":
-            inputs["batch_size"] = p["frames"]
-        if kind == "AnyI2VTrajectory" and isinstance(inputs.get("frames"), int):
-            inputs["frames"] = p["frames"]
-        if kind == "AnyI2VKSampler":
-            inputs["steps"] = p["steps"]
-    return prompt
 
 
 async def follow(server: ComfyServer, prompt_id: str, titles: dict) -> None:
@@ -113,11 +88,8 @@ def main() -> int:
     base = cache_dir().parent / "demo-server"
     shutil.rmtree(base / "output", ignore_errors=True)
     with ComfyServer(extra_nodes=extra, models_dir=models, base_dir=base) as server:
-        for image in INPUTS.glob("*.png"):
-            shutil.copy(image, base / "input" / image.name)
-        prompt = ui_to_api(json.loads(WORKFLOW.read_text()), server.object_info())
-        if not models_dir:
-            prompt = tiny_profile(prompt)
+        copy_inputs(base / "input")
+        prompt = example_prompt(WORKFLOW, server.object_info(), tiny=not models_dir)
         status, body = server.queue(prompt)
         if status != 200:
             print(f"[demo] the server refused the workflow: {json.dumps(body, indent=1)[:3000]}", file=sys.stderr)

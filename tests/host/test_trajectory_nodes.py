@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tests.support.comfy_run import PromptError
 from tests.support.images import write_input_image
@@ -54,8 +55,9 @@ def test_draw_trajectory_marks_the_boxes(host):
     p["img"] = {"class_type": "LoadImage", "inputs": {"image": name}}
     p["rep"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["img", 0], "amount": 2}}
     p["d"] = {"class_type": "AnyI2VDrawTrajectory", "inputs": {"images": ["rep", 0], "trajectory": ["t", 0]}}
-    (drawn,) = host.node_output(p, "d")
+    drawn, sheet = host.node_output(p, "d")
     assert drawn.shape == (2, 128, 128, 3)
+    assert sheet.shape == (1, 128, 256, 3) and torch.equal(sheet[0, :, 128:], drawn[1])
     assert drawn[0, 20:60, 10].max() > 0.2  # left edge of frame 0's box
     assert drawn[1, 20:60, 40].max() > 0.2  # frame 1's box moved right by 30 px
     assert drawn[0, 100:, 100:].max() == 0

@@ -24,6 +24,7 @@ CONTEXT_DIM = 64
 MODEL_CHANNELS = 32
 CHECKPOINT_NAME = "anyi2v_tiny_sd15.safetensors"
 MOTION_MODEL_NAME = "anyi2v_tiny_motion.safetensors"
+LORA_NAME = "anyi2v_tiny_lora.safetensors"
 
 # ComfyUI's detected-config format (as comfy.model_detection.detect_unet_config returns it).
 TINY_UNET_CONFIG = {
@@ -180,6 +181,20 @@ def tiny_clip_state_dict(seed: int = 3) -> dict[str, torch.Tensor]:
     return state
 
 
+def tiny_lora_state_dict(seed: int = 5, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A LoRA (kohya key format, as ComfyUI's LoraLoader reads it) on the attn1 projections of the
+    injected output blocks."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for block, width in ((3, 64), (4, 64), (6, 64), (7, 64)):
+        for proj in ("to_q", "to_k", "to_v"):
+            key = f"lora_unet_output_blocks_{block}_1_transformer_blocks_0_attn1_{proj}"
+            sd[f"{key}.lora_down.weight"] = torch.randn(rank, width, generator=gen) * 0.2
+            sd[f"{key}.lora_up.weight"] = torch.randn(width, rank, generator=gen) * 0.2
+            sd[f"{key}.alpha"] = torch.tensor(float(rank))
+    return sd
+
+
 def tiny_checkpoint_state_dict() -> dict[str, torch.Tensor]:
     sd = {}
     for k, v in tiny_unet_state_dict().items():
@@ -210,6 +225,7 @@ def ensure_models(models_dir: Path) -> dict[str, Path]:
     wanted = {
         "checkpoint": (models_dir / "checkpoints" / CHECKPOINT_NAME, tiny_checkpoint_state_dict),
         "motion": (models_dir / "animatediff_models" / MOTION_MODEL_NAME, motion_module_state_dict),
+        "lora": (models_dir / "loras" / LORA_NAME, tiny_lora_state_dict),
     }
     out = {}
     for key, (path, make) in wanted.items():

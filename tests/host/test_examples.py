@@ -1,0 +1,34 @@
+"""Every example workflow end to end through a real ComfyUI server's /prompt (tiny models, ADE stand-in)."""
+
+import pytest
+
+from tests.support.examples import EXAMPLES, copy_inputs, example_prompt
+from tests.support.host import cache_dir
+from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message
+from tests.support.tiny_models import ensure_models
+
+pytestmark = pytest.mark.host
+
+
+@pytest.fixture(scope="module")
+def server():
+    ensure_models(cache_dir())
+    with ComfyServer(extra_nodes=[STANDIN_ADE, TINY_MODELS_PACK], models_dir=cache_dir()) as s:
+        copy_inputs(s.base / "input")
+        yield s
+
+
+def test_there_are_the_five_examples():
+    names = [p.stem for p in EXAMPLES]
+    assert len(names) >= 5 and names[0].startswith("01_canny")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs_and_writes_a_video(server, path):
+    entry = server.run(example_prompt(path, server.object_info()), timeout=600)
+    assert entry["status"]["status_str"] == "success", error_message(entry) + server.log_tail(20)
+    files = [img for out in entry["outputs"].values() for img in out.get("images", []) if img.get("type") == "output"]
+    assert any(f["filename"].endswith(".webp") for f in files), files
+    assert any(f["filename"].endswith(".png") for f in files), files
+    webp = next(f for f in files if f["filename"].endswith(".webp"))
+    assert server.view(webp)[:4] == b"RIFF"
