@@ -69,7 +69,7 @@ def anyi2v_ksampler(p, model=("inj", 0), seed=3, steps=4, cfg=4.0, sampler="ddim
     return p
 
 
-def full(frames=4, **settings):
+def full(frames=4, image_name=None, **settings):
     """Condition inversion -> ADE stand-in -> injection -> AnyI2V KSampler."""
-    p = inject(invert(base(frames=frames)))
+    p = inject(invert(base(frames=frames, image_name=image_name)))
     return anyi2v_ksampler(trajectory(p, frames), **settings)

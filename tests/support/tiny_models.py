@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 CONTEXT_DIM = 64
 MODEL_CHANNELS = 32
 CHECKPOINT_NAME = "anyi2v_tiny_sd15.safetensors"
+OTHER_CHECKPOINT_NAME = "anyi2v_tiny_sd15_other_widths.safetensors"  # same detection, other block widths
 MOTION_MODEL_NAME = "anyi2v_tiny_motion.safetensors"
 LORA_NAME = "anyi2v_tiny_lora.safetensors"
 
@@ -143,11 +144,13 @@ def _fill_deterministic(state: dict[str, torch.Tensor], seed: int) -> dict[str, 
     return out
 
 
-def tiny_unet_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
+def tiny_unet_state_dict(seed: int = 1, channel_mult=None) -> dict[str, torch.Tensor]:
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     config = dict(TINY_UNET_CONFIG)
+    if channel_mult is not None:
+        config["channel_mult"] = list(channel_mult)
     with torch.device("meta"):
         unet = UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
     shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in unet.state_dict().items()}
@@ -195,9 +198,9 @@ def tiny_lora_state_dict(seed: int = 5, rank: int = 4) -> dict[str, torch.Tensor
     return sd
 
 
-def tiny_checkpoint_state_dict() -> dict[str, torch.Tensor]:
+def tiny_checkpoint_state_dict(channel_mult=None) -> dict[str, torch.Tensor]:
     sd = {}
-    for k, v in tiny_unet_state_dict().items():
+    for k, v in tiny_unet_state_dict(channel_mult=channel_mult).items():
         sd["model.diffusion_model." + k] = v
     for k, v in tiny_taesd_state_dict().items():
         sd["first_stage_model." + k] = v
@@ -226,6 +229,7 @@ def ensure_models(models_dir: Path) -> dict[str, Path]:
         "checkpoint": (models_dir / "checkpoints" / CHECKPOINT_NAME, tiny_checkpoint_state_dict),
         "motion": (models_dir / "animatediff_models" / MOTION_MODEL_NAME, motion_module_state_dict),
         "lora": (models_dir / "loras" / LORA_NAME, tiny_lora_state_dict),
+        "other": (models_dir / "checkpoints" / OTHER_CHECKPOINT_NAME, lambda: tiny_checkpoint_state_dict((1, 1, 1, 1))),
     }
     out = {}
     for key, (path, make) in wanted.items():
@@ -237,6 +241,9 @@ def ensure_models(models_dir: Path) -> dict[str, Path]:
             except Exception:
                 fresh = False
         if not fresh:
+            from .host import boot
+
+            boot()  # the generators build ComfyUI's own modules to get the exact layouts
             _write_atomic(path, make())
         out[key] = path
     return out
