@@ -165,9 +165,10 @@ def to_ui(graph: dict, info: dict) -> dict:
         outputs = [{"name": n, "type": t, "links": outgoing.get((ids[key], i), []), "slot_index": i}
                    for i, (n, t) in enumerate(zip(spec.get("output_name", spec["output"]), spec["output"], strict=True))]
         col = depth[key]
-        pos = [40 + col * 380, 40 + column[col] * 260]
-        column[col] += 1
-        nodes.append({"id": ids[key], "type": kind, "pos": pos, "size": [340, 200], "flags": {}, "order": order, "mode": 0,
+        pos = [40 + col * 460, 40 + column[col]]
+        column[col] += 620 if kind == "AnyI2VTrajectory" else 260
+        size = [420, 560] if kind == "AnyI2VTrajectory" else [340, 200]
+        nodes.append({"id": ids[key], "type": kind, "pos": pos, "size": size, "flags": {}, "order": order, "mode": 0,
                       "inputs": node_inputs, "outputs": outputs, "properties": {"Node name for S&R": kind},
                       "widgets_values": widgets})
     for link in links:  # slot indices and types as the frontend stores them

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.host import host_dir
-from tests.support.server import ComfyServer
+from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -70,7 +70,7 @@ def server(request):
         root = newest_frontend_root()
         if root is None:
             pytest.skip("the newest comfyui-frontend-package could not be installed (no registry access?)")
-    with ComfyServer(front_end_root=root) as s:
+    with ComfyServer(extra_nodes=[STANDIN_ADE, TINY_MODELS_PACK], front_end_root=root) as s:
         s.frontend = frontend_version(root) if root else "1.32.9 (bundled)"
         yield s
 

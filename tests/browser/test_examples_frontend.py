@@ -1,0 +1,27 @@
+"""The example workflows load in the real frontend, and its graphToPrompt agrees with our converter."""
+
+import json
+
+import pytest
+
+from tests.browser.conftest import screenshot
+from tests.support.examples import EXAMPLES
+from tests.support.workflow_api import ui_to_api
+
+pytestmark = [pytest.mark.browser, pytest.mark.host]
+
+
+def strip(prompt):
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_frontend_loads_the_example_and_converts_it_like_ours(page, server, path):
+    workflow = json.loads(path.read_text())
+    frontend = page.evaluate("""async (wf) => { await app.loadGraphData(wf);
+        const missing = app.graph._nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type);
+        const p = await app.graphToPrompt(); return {output: p.output, missing}; }""", workflow)
+    assert frontend["missing"] == []
+    ours = ui_to_api(workflow, server.object_info())
+    assert strip(frontend["output"]) == strip(ours)
+    screenshot(page, f"{path.stem}-{server.frontend.split()[0]}.png")
