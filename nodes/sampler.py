@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import comfy.model_management
 import comfy.model_patcher
@@ -100,6 +101,7 @@ class Optimizer:
             raise ValueError(f"trajectory: the first box of group {outside[0][0]} lies entirely outside the image")
         self.end_sigma = float(guider.model_patcher.get_model_object("model_sampling").percent_to_sigma(settings.opt_percent))
         self.losses: list[tuple[int, int, float]] = []
+        self.backward_seconds = 0.0  # for the benchmark's overhead split
 
     def active(self, sigma) -> bool:
         return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
@@ -142,7 +144,9 @@ class Optimizer:
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 z = z.detach().requires_grad_(True)
                 loss = self.loss(z, sigma, model_options)
+                started = time.perf_counter()
                 (grad,) = torch.autograd.grad(loss, z, allow_unused=True)
+                self.backward_seconds += time.perf_counter() - started
                 if grad is None:
                     grad = torch.zeros_like(z)
                 value = float(loss.detach())
@@ -189,9 +193,11 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
                                           disable=disable, **base.extra_options)
                 break
         sample.losses = opt.losses
+        sample.backward_seconds = opt.backward_seconds
         return x
 
     sample.losses = []
+    sample.backward_seconds = 0.0
     return sample
 
 

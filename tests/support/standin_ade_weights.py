@@ -10,10 +10,11 @@ TINY_SLOTS = [("input", i, c) for i, c in ((1, 32), (2, 32), (4, 64), (5, 64), (
 ]
 
 
-def motion_module_state_dict(seed: int = 4) -> dict[str, torch.Tensor]:
+def motion_module_state_dict(seed: int = 4, slots=TINY_SLOTS) -> dict[str, torch.Tensor]:
+    """slots: (kind, block, channels) per motion module (tests/standin_ade/motion.motion_slots gives them for a UNet)."""
     gen = torch.Generator().manual_seed(seed)
     sd = {}
-    for kind, block, c in TINY_SLOTS:
+    for kind, block, c in slots:
         key = f"{kind}.{block}"
         sd[f"{key}.norm.weight"] = torch.ones(c)
         sd[f"{key}.norm.bias"] = torch.zeros(c)

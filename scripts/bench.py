@@ -1,0 +1,188 @@
+"""`make bench`: AnyI2V against plain AnimateDiff sampling on an SD1.5-layout model, here on this machine.
+
+One run prints lines of detail and, last, one line of JSON with plain_s, anyi2v_s, ratio,
+overhead_frac (AnyI2V time outside UNet forward/backward, as a fraction of anyi2v_s), inversion_s,
+peak_plain_mb, peak_anyi2v_mb, peak_lowmem_mb.
+
+The bench UNet has the SD1.5 layout and channel multipliers (1, 2, 4, 4) at a base width that lets a
+2-core CPU finish in minutes (BENCH_CHANNELS, default 64); it runs the paper's schedule: 16 frames,
+25 DDIM steps (ddim_uniform), CFG 8, inversion t_alpha 201 with stride 1, optimisation in the first 6
+steps x 5 iterations, M = 64. The latent is BENCH_LATENT x BENCH_LATENT (default 16, i.e. 128 px):
+the image size is reduced, not frames or steps. Weights are generated (deterministic), never loaded.
+Peak memory: on CPU the growth of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs)
+over the RSS before sampling, each variant in its own subprocess; on CUDA, max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHANNELS = int(os.environ.get("BENCH_CHANNELS", 64))
+LATENT = int(os.environ.get("BENCH_LATENT", 16))
+FRAMES, STEPS, CFG = 16, 25, 8.0
+
+
+def rss_mb(field="VmRSS") -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak():
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def build():
+    """The bench MODEL (with the stand-in temporal module, as ADE would add it), conditioning and a TAESD VAE."""
+    import torch
+
+    from tests.support.host import load_pack
+    from tests.support.tiny_models import TINY_UNET_CONFIG, _fill_deterministic, _tiny_classes
+
+    load_pack()
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.ops
+    import comfy.sd
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    from tests.standin_ade import MotionModel, UseEvolvedSampling
+    from tests.standin_ade.motion import motion_slots
+    from tests.support.standin_ade_weights import motion_module_state_dict
+    from tests.support.tiny_models import tiny_taesd_state_dict
+
+    config = dict(TINY_UNET_CONFIG, model_channels=CHANNELS, channel_mult=[1, 2, 4, 4], num_heads=8)
+    cls = _tiny_classes()
+    cls.unet_config = dict(cls.unet_config, model_channels=CHANNELS)
+    model_config = cls(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    base = model_config.get_model({})
+    with torch.device("meta"):
+        shapes = UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init).state_dict()
+    sd = _fill_deterministic({k: torch.empty(v.shape) for k, v in shapes.items()}, 11)
+    base.diffusion_model.load_state_dict(sd)
+    patcher = comfy.model_patcher.ModelPatcher(base, comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device())
+    slots = [(k, b, c) for k, b, _, c in motion_slots(base.diffusion_model)]
+    motion = MotionModel("bench", motion_module_state_dict(slots=slots))
+    (video,) = UseEvolvedSampling().use(patcher, "autoselect", m_models=[motion])
+    g = torch.Generator().manual_seed(0)
+    pos = [[torch.randn(1, 77, 64, generator=g), {}]]
+    neg = [[torch.randn(1, 77, 64, generator=g), {}]]
+    vae = comfy.sd.VAE(sd=tiny_taesd_state_dict())
+    return patcher, video, pos, neg, vae
+
+
+def timed_unet(model, store):
+    """A keyed DIFFUSION_MODEL wrapper on a clone that sums the wall time of UNet forwards."""
+    import comfy.patcher_extension
+
+    def wrapper(executor, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            store["forward"] += time.perf_counter() - started
+
+    clone = model.clone()
+    clone.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "bench_timer", wrapper)
+    return clone
+
+
+def run(variant: str) -> dict:
+    import torch
+
+    patcher, video, pos, neg, vae = build()
+    import comfy.model_management
+    import comfy.sample
+
+    from tests.support.host import pack_module
+
+    invert = pack_module("nodes.invert")
+    inject = pack_module("nodes.inject")
+    sampler_mod = pack_module("nodes.sampler")
+    traj_mod = pack_module("core.trajectory")
+    size = LATENT * 8
+    latent = torch.zeros(FRAMES, 4, LATENT, LATENT)
+    noise = comfy.sample.prepare_noise(latent, 8)
+    out = {}
+    with torch.inference_mode():
+        image = torch.zeros(1, size, size, 3)
+        image[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1.0
+        started = time.perf_counter()
+        (features,) = invert.InvertCondition.execute(patcher, vae, image, pos, 201, 1, "sqrt_linear (AnimateDiff)",
+                                                     invert.DEFAULT_QUERY_NAMES, invert.DEFAULT_RES_NAMES).result
+        out["inversion_s"] = time.perf_counter() - started
+        traj = traj_mod.Trajectory.from_reference_json({
+            "bounding_box": [[size * 0.2, size * 0.3, size * 0.5, size * 0.7]], "center_traj": [[[size * 0.35, size * 0.5], [size * 0.65, size * 0.5]]],
+            "width": size, "height": size})
+        store = {"forward": 0.0}
+        model = video.clone()
+        inject.apply_injection(model, features)
+        model = timed_unet(model, store)
+        comfy.model_management.load_models_gpu([model])
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        before = rss_mb()
+        reset_peak()
+        started = time.perf_counter()
+        if variant == "plain":
+            comfy.sample.sample(model, noise, STEPS, CFG, "ddim", "ddim_uniform", pos, neg, latent, seed=8)
+        else:
+            settings = sampler_mod.Settings(low_memory=variant == "lowmem")
+            sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
+            sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", STEPS)
+            comfy.sample.sample_custom(model, noise, CFG, sampler, sigmas, pos, neg, latent, seed=8)
+            out["backward_s"] = sampler.fn.backward_seconds
+            out["losses"] = len(sampler.losses)
+        if cuda:
+            torch.cuda.synchronize()
+        out["seconds"] = time.perf_counter() - started
+        out["unet_forward_s"] = store["forward"]
+        out["peak_mb"] = (torch.cuda.max_memory_allocated() / 2**20) if cuda else rss_mb("VmHWM") - before
+    return out
+
+
+def main():
+    if len(sys.argv) > 1:  # child: one variant
+        print(json.dumps(run(sys.argv[1])))
+        return
+    results = {}
+    for variant in ("plain", "anyi2v", "lowmem"):
+        proc = subprocess.run([sys.executable, __file__, variant], capture_output=True, text=True)
+        if proc.returncode:
+            sys.stderr.write(proc.stderr[-4000:])
+            raise SystemExit(f"bench variant {variant} failed")
+        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{variant}: {json.dumps(results[variant])}", flush=True)
+    plain, anyi2v = results["plain"], results["anyi2v"]
+    inside = anyi2v["unet_forward_s"] + anyi2v["backward_s"]
+    summary = {
+        "plain_s": round(plain["seconds"], 2),
+        "anyi2v_s": round(anyi2v["seconds"], 2),
+        "ratio": round(anyi2v["seconds"] / plain["seconds"], 3),
+        "overhead_frac": round(max(0.0, anyi2v["seconds"] - inside) / anyi2v["seconds"], 3),
+        "inversion_s": round(anyi2v["inversion_s"], 2),
+        "peak_plain_mb": round(plain["peak_mb"], 1),
+        "peak_anyi2v_mb": round(anyi2v["peak_mb"], 1),
+        "peak_lowmem_mb": round(results["lowmem"]["peak_mb"], 1),
+    }
+    print(f"bench model: SD1.5 layout, base width {CHANNELS}, {FRAMES} frames, {LATENT}x{LATENT} latent, {STEPS} steps")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
