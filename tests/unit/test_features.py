@@ -25,3 +25,20 @@ def test_model_check_names_the_mismatch():
     f.check_model({"attn": [None, 8], "res": [8, 8]})
     with pytest.raises(ValueError, match="8 attention channels at output block 1; this MODEL has 16"):
         f.check_model({"attn": [None, 16], "res": [8, 8]})
+
+
+def test_state_round_trip_and_damaged_files():
+    from core.features import from_state, to_state
+
+    f = feats()
+    tensors, meta = to_state(f)
+    back = from_state(tensors, meta)
+    assert torch.equal(back.queries[4], f.queries[4]) and back.query_hw == f.query_hw
+    with pytest.raises(ValueError, match="damaged layout"):
+        from_state(tensors, dict(meta, layout="{"))
+    with pytest.raises(ValueError, match="unexpected tensor"):
+        from_state(dict(tensors, extra=torch.zeros(1)), meta)
+    with pytest.raises(ValueError, match="query of block 4"):
+        from_state(dict(tensors, **{"query.4": torch.zeros(1, 5, 4)}), meta)
+    with pytest.raises(ValueError, match="not finite"):
+        from_state(dict(tensors, **{"query.4": torch.full((1, 6, 4), float("nan"))}), meta)
