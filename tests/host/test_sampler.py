@@ -120,3 +120,41 @@ def test_first_box_outside_is_a_clear_error(host):
     p["traj"]["inputs"]["trajectory"] = text.replace("[[16, 20, 44, 44]]", "[[-90, -90, -70, -70]]")
     with pytest.raises(PromptError, match="outside"):
         host.run(p)
+
+
+def test_cond_and_uncond_run_apart(host, monkeypatch):
+    """A negative prompt too long to batch with the positive (over 4x its tokens) makes ComfyUI run the
+    two CFG branches in separate UNet calls: injection acts in the conditional call only."""
+    from tests.host.test_inject import AttnRecorder
+
+    inject = pack_module("nodes.inject")
+    recorder = AttnRecorder(inject)
+    monkeypatch.setattr(inject, "optimized_attention", recorder)
+    p = prompts.full(steps=2, iterations=0)  # only the CFG passes call attention here
+    p["neg"]["inputs"]["text"] = "blurry, low quality, " * 120
+    host.run(p)
+    feats = host.node_output(p, "inv")[0]
+    first_step = recorder.calls[:8]  # step 0: two UNet calls (one per branch) x 4 injected blocks
+    assert all(c[0].shape[0] == 4 for c in recorder.calls)  # never batched together
+    carries = [torch.equal(q[0], feats.queries[b][0].to(q)) for (q, _, _), b in zip(first_step, [3, 4, 6, 7] * 2, strict=True)]
+    assert carries.count(True) == 4 and carries.count(False) == 4  # the cond call's 4 blocks, not the uncond's
+
+
+def test_sampler_with_features_input_and_a_plain_model(host):
+    """AnyI2V Sampler given the features installs the injection for the run only."""
+    p = prompts.trajectory(prompts.invert(prompts.base()))
+    p["sampler"] = {"class_type": "AnyI2VSampler", "inputs": dict({"trajectory": ["traj", 0], "sampler_name": "ddim",
+                                                                   "features": ["inv", 0]}, **prompts.SETTINGS)}
+    p["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}}
+    p["guider"] = {"class_type": "CFGGuider", "inputs": {"model": ["ade", 0], "positive": ["pos", 0], "negative": ["neg", 0], "cfg": 4.0}}
+    p["sched"] = {"class_type": "BasicScheduler", "inputs": {"model": ["ade", 0], "scheduler": "normal", "steps": 4, "denoise": 1.0}}
+    p["sca"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0],
+                                                                 "sigmas": ["sched", 0], "latent_image": ["lat", 0]}}
+    via_features = host.node_output(p, "sca")[0]["samples"].clone()
+    injected = prompts.inject(dict(p))
+    injected["guider"] = dict(p["guider"], inputs=dict(p["guider"]["inputs"], model=["inj", 0]))
+    injected["sampler"] = dict(p["sampler"], inputs={k: v for k, v in p["sampler"]["inputs"].items() if k != "features"})
+    via_model = host.node_output(injected, "sca")[0]["samples"]
+    assert torch.allclose(via_features, via_model, atol=1e-5)
+    model = host.node_output(p, "ade")[0]
+    assert pack_module("nodes.inject").injection_state(model) is None  # the MODEL itself was not patched
