@@ -53,22 +53,54 @@ def truncated_modules(unet, last_output_block: int) -> list:
     return [m for m in mods if m is not None]
 
 
-def _checkpoint_call(forward, *args, **kwargs):
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+def _with_own_weights(module, forward, *args, **kwargs):
+    with trainable_weights([module]):
+        return forward(*args, **kwargs)
+
+
+def _normal(value):
+    """A layer's inputs as the recomputation in backward must see them: inference tensors (e.g. the text
+    context) as normal tensors, and dicts (transformer_options, which the UNet keeps mutating: its
+    "block" entry moves on) as a snapshot of this call."""
+    if isinstance(value, torch.Tensor) and value.is_inference():
+        return value.clone()
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _checkpoint_call(module, forward, *args, **kwargs):
+    """Run a block under non-reentrant checkpointing with normal copies of its weights that exist only
+    while it runs (and again while it is recomputed in backward)."""
+    args = [_normal(a) for a in args]
+    kwargs = {k: _normal(v) for k, v in kwargs.items()}
+    return torch.utils.checkpoint.checkpoint(functools.partial(_with_own_weights, module, forward), *args,
+                                             use_reentrant=False, **kwargs)
+
+
+def blocks_of(modules) -> list:
+    """The modules that are called through their own __call__: the UNet runs the layers of its
+    (TimestepEmbedSequential) blocks one by one, so those layers are the units."""
+    out = []
+    for m in modules:
+        if isinstance(m, torch.nn.ModuleList):
+            out += blocks_of(list(m))
+        elif type(m).__name__ == "TimestepEmbedSequential":
+            out += list(m)
+        else:
+            out.append(m)
+    return out
 
 
 @contextlib.contextmanager
 def checkpointed(modules):
-    """Gradient checkpointing of each of `modules` (their ModuleList children, if given a list module)
-    for the duration: activations are recomputed in backward instead of kept. The instances' own
-    forward is restored afterwards."""
-    blocks = []
-    for m in modules:
-        blocks += list(m) if isinstance(m, torch.nn.ModuleList) else [m]
+    """Gradient checkpointing of each layer of `modules` (see blocks_of) for the duration: activations are recomputed in backward instead of kept, and each layer's weight copies
+    live only while that layer runs, so at most one layer's copy exists at a time. The instances'
+    own forward is restored afterwards."""
     patched = []
     try:
-        for b in blocks:
-            b.forward = functools.partial(_checkpoint_call, b.forward)
+        for b in blocks_of(modules):
+            b.forward = functools.partial(_checkpoint_call, b, b.forward)
             patched.append(b)
         yield
     finally:

@@ -10,6 +10,7 @@ interval through the optimisation window; the rest of the schedule runs in one c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -136,9 +137,13 @@ class Optimizer:
         update = make_update(self.settings.update_rule, self.settings.lr)
         last = max(self.blocks)
         modules = truncated_modules(self.unet, last)
-        # low memory: recompute every block before the stop block in backward instead of keeping activations
-        saving = checkpointed(modules[:-1] if self.settings.low_memory else [])
-        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
+        # low memory: every block before the stop block is checkpointed (activations recomputed in
+        # backward, weight copies made per block while it runs); otherwise all weights are copied once
+        if self.settings.low_memory:
+            copied, saving = modules[-1:], checkpointed(modules[:-1])
+        else:
+            copied, saving = modules, contextlib.nullcontext()
+        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(copied), saving:
             z = x.detach().clone()
             for it in range(self.settings.iterations):
                 comfy.model_management.throw_exception_if_processing_interrupted()

@@ -121,15 +121,19 @@ def run(variant: str) -> dict:
         image = torch.zeros(1, size, size, 3)
         image[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1.0
         started = time.perf_counter()
-        (features,) = invert.InvertCondition.execute(patcher, vae, image, pos, 201, 1, "sqrt_linear (AnimateDiff)",
-                                                     invert.DEFAULT_QUERY_NAMES, invert.DEFAULT_RES_NAMES).result
+        if variant == "plain":
+            features = None
+        else:
+            (features,) = invert.InvertCondition.execute(patcher, vae, image, pos, 201, 1, "sqrt_linear (AnimateDiff)",
+                                                         invert.DEFAULT_QUERY_NAMES, invert.DEFAULT_RES_NAMES).result
         out["inversion_s"] = time.perf_counter() - started
         traj = traj_mod.Trajectory.from_reference_json({
             "bounding_box": [[size * 0.2, size * 0.3, size * 0.5, size * 0.7]], "center_traj": [[[size * 0.35, size * 0.5], [size * 0.65, size * 0.5]]],
             "width": size, "height": size})
         store = {"forward": 0.0}
         model = video.clone()
-        inject.apply_injection(model, features)
+        if features is not None:  # plain sampling: the same MODEL without AnyI2V
+            inject.apply_injection(model, features)
         model = timed_unet(model, store)
         comfy.model_management.load_models_gpu([model])
         cuda = torch.cuda.is_available()
