@@ -53,11 +53,6 @@ def truncated_modules(unet, last_output_block: int) -> list:
     return [m for m in mods if m is not None]
 
 
-def _with_own_weights(module, forward, *args, **kwargs):
-    with trainable_weights([module]):
-        return forward(*args, **kwargs)
-
-
 def _normal(value):
     """A layer's inputs as the recomputation in backward must see them: inference tensors (e.g. the text
     context) as normal tensors, and dicts (transformer_options, which the UNet keeps mutating: its
@@ -69,13 +64,11 @@ def _normal(value):
     return value
 
 
-def _checkpoint_call(module, forward, *args, **kwargs):
-    """Run a block under non-reentrant checkpointing with normal copies of its weights that exist only
-    while it runs (and again while it is recomputed in backward)."""
+def _checkpoint_call(forward, *args, **kwargs):
+    """Run a layer under non-reentrant checkpointing: its activations are recomputed in backward."""
     args = [_normal(a) for a in args]
     kwargs = {k: _normal(v) for k, v in kwargs.items()}
-    return torch.utils.checkpoint.checkpoint(functools.partial(_with_own_weights, module, forward), *args,
-                                             use_reentrant=False, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def blocks_of(modules) -> list:
@@ -94,13 +87,12 @@ def blocks_of(modules) -> list:
 
 @contextlib.contextmanager
 def checkpointed(modules):
-    """Gradient checkpointing of each layer of `modules` (see blocks_of) for the duration: activations are recomputed in backward instead of kept, and each layer's weight copies
-    live only while that layer runs, so at most one layer's copy exists at a time. The instances'
-    own forward is restored afterwards."""
+    """Gradient checkpointing of each layer of `modules` (see blocks_of) for the duration: activations
+    are recomputed in backward instead of kept. The instances' own forward is restored afterwards."""
     patched = []
     try:
         for b in blocks_of(modules):
-            b.forward = functools.partial(_checkpoint_call, b, b.forward)
+            b.forward = functools.partial(_checkpoint_call, b.forward)
             patched.append(b)
         yield
     finally:

@@ -137,12 +137,9 @@ class Optimizer:
         update = make_update(self.settings.update_rule, self.settings.lr)
         last = max(self.blocks)
         modules = truncated_modules(self.unet, last)
-        # low memory: every block before the stop block is checkpointed (activations recomputed in
-        # backward, weight copies made per block while it runs); otherwise all weights are copied once
-        if self.settings.low_memory:
-            copied, saving = modules[-1:], checkpointed(modules[:-1])
-        else:
-            copied, saving = modules, contextlib.nullcontext()
+        # low memory: every layer before the stop block is checkpointed (activations recomputed in backward)
+        saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
+        copied = modules
         with torch.inference_mode(False), torch.enable_grad(), trainable_weights(copied), saving:
             z = x.detach().clone()
             for it in range(self.settings.iterations):
