@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .pca import PCA
 
 UPDATE_RULES = ("adamw_fresh", "adam_persistent")
+COMPRESS = 4  # the feature grid is (H/4, W/4) of the image (the reference's compress_factor)
 
 
 def query_maps(queries: dict[int, torch.Tensor], grids: dict[int, tuple[int, int]], out_hw: tuple[int, int],

@@ -185,8 +185,12 @@ def apply_injection(model, features: ConditionFeatures, *, query_blocks=None, re
     return state
 
 
+def state_from_options(model_options) -> InjectionState | None:
+    return model_options.get("transformer_options", {}).get(TRANSFORMER_KEY)
+
+
 def injection_state(model) -> InjectionState | None:
-    return model.model_options.get("transformer_options", {}).get(TRANSFORMER_KEY)
+    return state_from_options(model.model_options)
 
 
 class InjectFeatures(io.ComfyNode):

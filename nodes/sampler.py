@@ -29,16 +29,15 @@ from PIL import Image, ImageDraw
 
 from ..core.blocks import UNetLayout
 from ..core.loss import MASK_MODES, alignment_loss
-from ..core.optimize import UPDATE_RULES, make_update, query_maps
+from ..core.optimize import COMPRESS, UPDATE_RULES, make_update, query_maps
 from ..core.trajectory import boxes_on_grid, points_on_grid
 from .grad import checkpointed, trainable_weights, truncated_modules
-from .inject import TRANSFORMER_KEY, StopForward, apply_injection, injection_state, token_grid
+from .inject import StopForward, apply_injection, injection_state, state_from_options, token_grid
 from .types import CATEGORY, Features
 from .types import Trajectory as TrajectoryType
 
 log = logging.getLogger("AnyI2V")
 BASE_SAMPLERS = ["ddim", "euler", "euler_ancestral", "heun", "dpm_2", "lcm", "dpmpp_2m", "uni_pc"]
-COMPRESS = 4  # the feature grid is (H/4, W/4) of the image, as the reference's compress_factor
 
 
 class QuerySink:
@@ -167,7 +166,7 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
         extra_args = dict(extra_args or {})
         guider = model.inner_model
         model_options = extra_args.get("model_options", guider.model_options)
-        state = injection_state_from(model_options)
+        state = state_from_options(model_options)
         if state is None:
             raise ValueError("model: AnyI2V needs a MODEL from AnyI2V Inject Features (or features given to the sampler)")
         opt = Optimizer(guider, settings, trajectory, state, tuple(x.shape))
@@ -203,10 +202,6 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
     return sample
 
 
-def injection_state_from(model_options):
-    return model_options.get("transformer_options", {}).get(TRANSFORMER_KEY)
-
-
 def base_ksampler(name: str):
     if name not in BASE_SAMPLERS:
         raise ValueError(f"sampler_name: expected one of {', '.join(BASE_SAMPLERS)}, got '{name}'")
@@ -223,7 +218,7 @@ class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
         self.features = features
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False):
-        if self.features is not None and injection_state_from(extra_args.get("model_options", {})) is None:
+        if self.features is not None and state_from_options(extra_args.get("model_options", {})) is None:
             extra_args = dict(extra_args)
             options = comfy.model_patcher.create_model_options_clone(extra_args.get("model_options", model_wrap.model_options))
             holder = _OptionsHolder(model_wrap.model_patcher, options)

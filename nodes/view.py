@@ -6,13 +6,11 @@ import torch
 from comfy_api.latest import io
 
 from ..core.blocks import DEFAULT_OPT_BLOCKS
-from ..core.optimize import query_maps
+from ..core.optimize import COMPRESS, query_maps
 from ..core.trajectory import boxes_on_grid, points_on_grid
 from ..core.view import first_frame_masks, pca_rgb, upsample
 from .types import CATEGORY, Features
 from .types import Trajectory as TrajectoryType
-
-COMPRESS = 4
 
 
 class FeatureView(io.ComfyNode):
