@@ -167,3 +167,22 @@ def test_features_from_another_model_are_refused(host):
     with pytest.raises(ValueError, match="channels at output block 3"):
         inject.apply_injection(model, other)
     assert inject.injection_state(model) is None  # nothing was installed
+
+
+def test_composes_with_other_attn1_patches_and_loras(host, attn_recorder):
+    """Perturbed-Attention Guidance (core; an attn1 replace on the middle block) and a LoRA on the injected blocks."""
+    p = prompts.invert(prompts.base(frames=3))
+    p["lora"] = {"class_type": "LoraLoader", "inputs": {"model": ["ade", 0], "clip": ["ckpt", 1],
+                                                        "lora_name": "anyi2v_tiny_lora.safetensors",
+                                                        "strength_model": 1.0, "strength_clip": 0.0}}
+    prompts.inject(p, model=("lora", 0))
+    p["sag"] = {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["inj", 0], "scale": 1.0}}
+    prompts.ksampler(p, ("sag", 0), steps=2)
+    out = host.node_output(p, "ks")[0]["samples"]
+    assert torch.isfinite(out).all()
+    feats = host.node_output(p, "inv")[0]
+    q = attn_recorder.calls[0][0]
+    assert any(torch.equal(q[s], feats.queries[3][0].to(q)) for s in (0, 3))  # injection still acts
+    model = host.node_output(p, "sag")[0]  # PAG adds its ("middle", 0) replace per CFG step next to ours
+    assert model.model_options.get("sampler_post_cfg_function")
+    assert ("output", 3, 0) in model.model_options["transformer_options"]["patches_replace"]["attn1"]
