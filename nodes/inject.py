@@ -31,7 +31,7 @@ from comfy_api.latest import io
 from ..core.blocks import DEFAULT_OPT_BLOCKS, UNetLayout
 from ..core.debias import patch_adain
 from ..core.features import ConditionFeatures
-from .invert import residual_module
+from .invert import require_sd15_layout, residual_module
 from .types import CATEGORY, Features
 
 TRANSFORMER_KEY = "anyi2v"
@@ -161,6 +161,7 @@ def make_residual_wrapper(state: InjectionState):
 def apply_injection(model, features: ConditionFeatures, *, query_blocks=None, res_blocks=None, opt_blocks=None,
                     inject_query=True, inject_residual=True, share_kv=True, patch_size=4, end_percent=0.16) -> InjectionState:
     """Install the injection on an already cloned ModelPatcher; return its state."""
+    require_sd15_layout(model)
     layout = UNetLayout.from_unet(model.model.diffusion_model)
     features.check_model(layout.signature())
     query_blocks = sorted(features.queries) if query_blocks is None else layout.resolve(query_blocks, "attn")

@@ -25,6 +25,17 @@ DEFAULT_QUERY_NAMES = "up_blocks.1.attentions.0, up_blocks.1.attentions.1, up_bl
 DEFAULT_RES_NAMES = "up_blocks.1.resnets.0, up_blocks.1.resnets.1, up_blocks.2.resnets.0, up_blocks.2.resnets.1"
 
 
+def require_sd15_layout(model) -> None:
+    """AnyI2V's block choices, inversion and injection are defined for SD1.5-layout UNets (AnimateDiff
+    v1-v3). UNets that take class/ADM conditioning (SDXL, AnimateDiff-SDXL, HotShot-XL) are refused."""
+    unet = getattr(model.model, "diffusion_model", None)
+    if unet is None or not hasattr(unet, "output_blocks"):
+        raise ValueError("model: AnyI2V needs an SD1.5-style UNet (with output_blocks); this MODEL has none")
+    if getattr(unet, "num_classes", None) is not None:
+        raise ValueError("model: SDXL-layout UNets (AnimateDiff-SDXL, HotShot-XL) are not supported yet; "
+                         "use an SD1.5 checkpoint with an AnimateDiff v1-v3 motion module")
+
+
 def transformer_module(unet, block: int):
     for child in unet.output_blocks[block]:
         if type(child).__name__ == "SpatialTransformer":
@@ -162,6 +173,7 @@ class InvertCondition(io.ComfyNode):
                              "pick one (e.g. with ImageFromBatch)")
         if not positive:
             raise ValueError("positive: empty conditioning")
+        require_sd15_layout(model)
         layout = UNetLayout.from_unet(model.model.diffusion_model)
         q_blocks = layout.resolve(query_blocks, "attn")
         r_blocks = layout.resolve(residual_blocks, "res")
