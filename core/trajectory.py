@@ -238,6 +238,14 @@ def points_on_grid(points: np.ndarray, image_size: tuple[int, int], grid_size: t
     return np.asarray(points, dtype=np.float64).reshape(-1, 2) * np.array([sx, sy])
 
 
+def on_grid(traj: Trajectory, num_frames: int, image_size: tuple[int, int], grid_size: tuple[int, int]):
+    """The trajectory laid out for an image of (width, height) and scaled to a (width, height) grid:
+    boxes [groups, frames, 4] and each group's query points [K, 2], in grid cells."""
+    t = traj.resized(*image_size)
+    boxes = boxes_on_grid(t.boxes(num_frames), image_size, grid_size)
+    return boxes, [points_on_grid(p, image_size, grid_size) for p in t.query_points()]
+
+
 # validation ------------------------------------------------------------------------------------
 def validate(t: Trajectory) -> None:
     if not t.groups:

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 from ..core.blocks import UNetLayout
 from ..core.loss import MASK_MODES, alignment_loss
 from ..core.optimize import COMPRESS, UPDATE_RULES, make_update, query_maps
-from ..core.trajectory import boxes_on_grid, points_on_grid
+from ..core.trajectory import on_grid
 from .grad import checkpointed, trainable_weights, truncated_modules
 from .inject import StopForward, apply_injection, injection_state, state_from_options, token_grid
 from .types import CATEGORY, Features
@@ -88,12 +88,12 @@ class Optimizer:
             raise ValueError("latent: AnyI2V animates at least 2 frames; this latent has 1 (set the batch size to the frame count)")
         self.image_hw = (lh * 8, lw * 8)
         self.grid_hw = (lh * 8 // COMPRESS, lw * 8 // COMPRESS)
-        traj = trajectory.resized(self.image_hw[1], self.image_hw[0])
         if trajectory.num_frames is not None and trajectory.num_frames != frames:
             log.info("AnyI2V: the trajectory has %d frames, the latent %d: resampling the trajectory", trajectory.num_frames, frames)
         grid_wh = (self.grid_hw[1], self.grid_hw[0])
-        self.boxes = torch.from_numpy(boxes_on_grid(traj.boxes(frames), (traj.width, traj.height), grid_wh))
-        self.points = [torch.from_numpy(points_on_grid(p, (traj.width, traj.height), grid_wh)) for p in traj.query_points()]
+        boxes, points = on_grid(trajectory, frames, (self.image_hw[1], self.image_hw[0]), grid_wh)
+        self.boxes = torch.from_numpy(boxes)
+        self.points = [torch.from_numpy(p) for p in points]
         first = self.boxes[:, 0]
         outside = [(i, tuple(float(v) for v in b)) for i, b in enumerate(first)
                    if b[2] <= 0 or b[3] <= 0 or b[0] >= grid_wh[0] or b[1] >= grid_wh[1]]

@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..core.blocks import DEFAULT_OPT_BLOCKS
 from ..core.optimize import COMPRESS, query_maps
-from ..core.trajectory import boxes_on_grid, points_on_grid
+from ..core.trajectory import on_grid
 from ..core.view import first_frame_masks, pca_rgb, upsample
 from .types import CATEGORY, Features
 from .types import Trajectory as TrajectoryType
@@ -40,10 +40,8 @@ class FeatureView(io.ComfyNode):
         blocks = [b for b in DEFAULT_OPT_BLOCKS if b in features.queries] or sorted(features.queries)[:1]
         grid = (h // COMPRESS, w // COMPRESS)
         maps = query_maps({b: features.queries[b] for b in blocks}, {b: features.query_hw[b] for b in blocks}, grid, pca_dim)
-        traj = trajectory.resized(w, h)
-        boxes = torch.from_numpy(boxes_on_grid(traj.boxes(1), (w, h), (grid[1], grid[0])))
-        points = [torch.from_numpy(points_on_grid(p, (w, h), (grid[1], grid[0]))) for p in traj.query_points()]
-        masks = first_frame_masks(maps, boxes, points)
+        boxes, points = on_grid(trajectory, 1, (w, h), (grid[1], grid[0]))
+        masks = first_frame_masks(maps, torch.from_numpy(boxes), [torch.from_numpy(p) for p in points])
         return io.NodeOutput(rgb, upsample(masks, h, w))
 
 

@@ -101,3 +101,12 @@ def test_bad_coordinates():
         Trajectory.from_coordinates('[{"x": 1}]', (4, 4), 64, 64)
     with pytest.raises(ValueError, match="box sizes"):
         Trajectory.from_coordinates('[[{"x": 1, "y": 1}, {"x": 2, "y": 2}]]', [(4, 4), (5, 5)] * 2, 64, 64)
+
+
+def test_on_grid_lays_out_for_the_image_then_scales_to_the_grid():
+    from core.trajectory import on_grid
+
+    t = Trajectory.from_reference_json(CASES[0]["trajectory"])  # 128 x 96
+    boxes, points = on_grid(t, 4, (256, 192), (64, 48))
+    assert np.allclose(boxes, t.boxes(4) / 2)  # x2 to the image, /4 to the grid
+    assert np.allclose(points[0], t.query_points()[0] / 2)
