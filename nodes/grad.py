@@ -47,9 +47,7 @@ def trainable_weights(modules):
 def truncated_modules(unet, last_output_block: int) -> list:
     """The modules a forward that stops inside output block `last_output_block` runs."""
     mods = [unet.time_embed, unet.input_blocks, unet.middle_block]
-    mods += list(unet.output_blocks[: last_output_block + 1])
-    if getattr(unet, "label_emb", None) is not None:
-        mods.append(unet.label_emb)
+    mods += list(unet.output_blocks[: last_output_block + 1])  # class-conditional UNets are refused upstream
     return [m for m in mods if m is not None]
 
 

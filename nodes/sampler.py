@@ -93,12 +93,7 @@ class Optimizer:
         grid_wh = (self.grid_hw[1], self.grid_hw[0])
         boxes, points = on_grid(trajectory, frames, (self.image_hw[1], self.image_hw[0]), grid_wh)
         self.boxes = torch.from_numpy(boxes)
-        self.points = [torch.from_numpy(p) for p in points]
-        first = self.boxes[:, 0]
-        outside = [(i, tuple(float(v) for v in b)) for i, b in enumerate(first)
-                   if b[2] <= 0 or b[3] <= 0 or b[0] >= grid_wh[0] or b[1] >= grid_wh[1]]
-        if outside:
-            raise ValueError(f"trajectory: the first box of group {outside[0][0]} lies entirely outside the image")
+        self.points = [torch.from_numpy(p) for p in points]  # a first box outside the image: on_grid's validation says so
         self.end_sigma = float(guider.model_patcher.get_model_object("model_sampling").percent_to_sigma(settings.opt_percent))
         self.losses: list[tuple[int, int, float]] = []
         self.backward_seconds = 0.0  # for the benchmark's overhead split
@@ -138,8 +133,7 @@ class Optimizer:
         modules = truncated_modules(self.unet, last)
         # low memory: every layer before the stop block is checkpointed (activations recomputed in backward)
         saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
-        copied = modules
-        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(copied), saving:
+        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
             z = x.detach().clone()
             for it in range(self.settings.iterations):
                 comfy.model_management.throw_exception_if_processing_interrupted()
