@@ -3,10 +3,11 @@
 ComfyUI runs every prompt inside torch.inference_mode, so the loaders' weights are inference tensors,
 and autograd refuses to save them for backward even inside inference_mode(False). For the duration of
 the optimisation forwards, ``trainable_weights`` swaps every inference-tensor parameter/buffer of the
-given modules for a normal copy, and puts the originals back afterwards (also on error or interrupt).
-Only the modules the truncated forward runs are copied (not the output blocks after the last
-optimised one, nor the final head). On a GPU this costs one extra copy of those weights for the
-duration of the optimisation steps; the copies are dropped right after.
+given modules for a normal tensor that aliases the same storage (no copy: inference-ness belongs to the
+tensor, not to its memory), and puts the originals back afterwards (also on error or interrupt). Nothing
+writes to the weights meanwhile, so the aliases are safe to save for backward. Tensor types that cannot
+alias a storage (e.g. quantised subclasses) fall back to a copy. Only the modules the truncated forward
+runs are swapped (not the output blocks after the last optimised one, nor the final head).
 """
 
 from __future__ import annotations
@@ -18,20 +19,31 @@ import torch
 import torch.utils.checkpoint
 
 
+def _normal_alias(t: torch.Tensor) -> torch.Tensor:
+    """A normal tensor over the storage of inference tensor `t` (a copy where aliasing is not possible)."""
+    if type(t) in (torch.Tensor, torch.nn.Parameter):
+        try:
+            alias = torch.empty(0, dtype=t.dtype, device=t.device)
+            return alias.set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+        except (RuntimeError, TypeError, NotImplementedError):
+            pass
+    return t.detach().clone()
+
+
 def _swap(module: torch.nn.Module, saved: list):
     for name, p in list(module._parameters.items()):
         if p is not None and p.is_inference():
             saved.append((module._parameters, name, p))
-            module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+            module._parameters[name] = torch.nn.Parameter(_normal_alias(p), requires_grad=False)
     for name, b in list(module._buffers.items()):
         if b is not None and b.is_inference():
             saved.append((module._buffers, name, b))
-            module._buffers[name] = b.detach().clone()
+            module._buffers[name] = _normal_alias(b)
 
 
 @contextlib.contextmanager
 def trainable_weights(modules):
-    """Normal-tensor copies of inference-tensor weights of `modules` (and their children) meanwhile."""
+    """Normal-tensor aliases of the inference-tensor weights of `modules` (and their children) meanwhile."""
     saved: list = []
     try:
         with torch.inference_mode(False):

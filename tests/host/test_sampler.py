@@ -87,6 +87,22 @@ def test_deterministic_and_model_unchanged(host):
     assert not any("forward" in vars(m) for m in unet.modules())
 
 
+def test_gradients_flow_through_loaded_weights_without_copying_them(host):
+    """The executor loads weights as inference tensors; the optimisation aliases them, then puts them back."""
+    grad = pack_module("nodes.grad")
+    unet = host.node_output(prompts.base(), "ckpt")[0].model.diffusion_model
+    originals = {name: p for name, p in unet.named_parameters()}
+    assert all(p.is_inference() for p in originals.values())
+    with torch.inference_mode(False), torch.enable_grad(), grad.trainable_weights([unet]) as swapped:
+        assert swapped == len(originals)
+        for name, p in unet.named_parameters():
+            assert not p.is_inference() and p.data_ptr() == originals[name].data_ptr(), name
+        x = torch.randn(1, 4, 8, 8, requires_grad=True)
+        (g,) = torch.autograd.grad(unet.input_blocks[0][0](x).square().sum(), x)
+    assert g.abs().sum() > 0
+    assert all(p is originals[name] for name, p in unet.named_parameters())
+
+
 def test_low_memory_gives_the_same_result(host):
     a = samples(host, prompts.full(low_memory=False))
     b = samples(host, prompts.full(low_memory=True))
