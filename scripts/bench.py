@@ -9,10 +9,12 @@ The bench UNet has the SD1.5 layout and channel multipliers (1, 2, 4, 4) at a ba
 25 DDIM steps (ddim_uniform), CFG 8, inversion t_alpha 201 with stride 1, optimisation in the first 6
 steps x 5 iterations, M = 64. The latent is BENCH_LATENT x BENCH_LATENT (default 16, i.e. 128 px):
 the image size is reduced, not frames or steps. Weights are generated (deterministic), never loaded.
-Peak memory: on CPU the growth of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs)
-over the RSS before sampling, each variant in its own subprocess (an upper bound of live tensor memory:
-glibc keeps freed blocks; fixing its mmap threshold halves the speed, so it is not done); on CUDA,
-max_memory_allocated.
+Each variant runs in its own subprocess, twice: once for time, once for memory. Peak memory is the
+growth over the model-loaded state while sampling the first two steps (both optimised for AnyI2V, so
+its peak is among them): on CUDA, max_memory_allocated minus memory_allocated; on CPU, the process's
+peak RSS (VmHWM, reset through /proc/self/clear_refs) minus its RSS, with glibc told to serve blocks of
+MEMORY_MMAP_THRESHOLD bytes and more by mmap, so freed tensors leave the RSS at once and the peak RSS
+follows live tensor memory. That setting slows large allocations, which is why the timed runs go without.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ sys.path.insert(0, str(REPO))
 CHANNELS = int(os.environ.get("BENCH_CHANNELS", 64))
 LATENT = int(os.environ.get("BENCH_LATENT", 16))
 FRAMES, STEPS, CFG = 16, 25, 8.0
+MEMORY_STEPS = 2
+MEMORY_MMAP_THRESHOLD = 1 << 20
 
 
 def rss_mb(field="VmRSS") -> float:
@@ -102,12 +106,14 @@ def timed_unet(model, store):
     return clone
 
 
-def run(variant: str) -> dict:
+def run(variant: str, measure: str) -> dict:
+    """One variant ("plain", "anyi2v", "lowmem"); measure "time" (the whole schedule) or "memory"."""
     import torch
 
     patcher, video, pos, neg, vae = build()
     import comfy.model_management
     import comfy.sample
+    import comfy.samplers
 
     from tests.support.host import pack_module
 
@@ -138,43 +144,58 @@ def run(variant: str) -> dict:
             inject.apply_injection(model, features)
         model = timed_unet(model, store)
         comfy.model_management.load_models_gpu([model])
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", STEPS)
+        if measure == "memory":
+            sigmas = sigmas[: MEMORY_STEPS + 1]
+        if variant == "plain":
+            sampler = comfy.samplers.sampler_object("ddim")
+        else:
+            settings = sampler_mod.Settings(low_memory=variant == "lowmem")
+            sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        before = rss_mb()
-        reset_peak()
-        started = time.perf_counter()
-        if variant == "plain":
-            comfy.sample.sample(model, noise, STEPS, CFG, "ddim", "ddim_uniform", pos, neg, latent, seed=8)
+            before = torch.cuda.memory_allocated() / 2**20
         else:
-            settings = sampler_mod.Settings(low_memory=variant == "lowmem")
-            sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
-            sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", STEPS)
-            comfy.sample.sample_custom(model, noise, CFG, sampler, sigmas, pos, neg, latent, seed=8)
-            out["backward_s"] = sampler.fn.backward_seconds
-            out["losses"] = len(sampler.losses)
+            before = rss_mb()
+            reset_peak()
+        started = time.perf_counter()
+        comfy.sample.sample_custom(model, noise, CFG, sampler, sigmas, pos, neg, latent, seed=8)
         if cuda:
             torch.cuda.synchronize()
         out["seconds"] = time.perf_counter() - started
         out["unet_forward_s"] = store["forward"]
-        out["peak_mb"] = (torch.cuda.max_memory_allocated() / 2**20) if cuda else rss_mb("VmHWM") - before
+        if variant != "plain":
+            out["backward_s"] = sampler.fn.backward_seconds
+            out["losses"] = len(sampler.losses)
+        if measure == "memory":
+            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_mb("VmHWM")
+            out["peak_mb"] = peak - before
     return out
 
 
+def child(variant: str, measure: str) -> dict:
+    env = dict(os.environ)
+    if measure == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MEMORY_MMAP_THRESHOLD)
+    proc = subprocess.run([sys.executable, __file__, variant, measure], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"bench variant {variant} ({measure}) failed")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{variant} {measure}: {json.dumps(result)}", flush=True)
+    return result
+
+
 def main():
-    if len(sys.argv) > 1:  # child: one variant
-        print(json.dumps(run(sys.argv[1])))
+    if len(sys.argv) > 1:  # child: one variant, one measure
+        print(json.dumps(run(sys.argv[1], sys.argv[2])))
         return
-    results = {}
-    for variant in ("plain", "anyi2v", "lowmem"):
-        proc = subprocess.run([sys.executable, __file__, variant], capture_output=True, text=True)
-        if proc.returncode:
-            sys.stderr.write(proc.stderr[-4000:])
-            raise SystemExit(f"bench variant {variant} failed")
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{variant}: {json.dumps(results[variant])}", flush=True)
-    plain, anyi2v = results["plain"], results["anyi2v"]
+    variants = ("plain", "anyi2v", "lowmem")
+    timed = {v: child(v, "time") for v in variants}
+    peaks = {v: child(v, "memory")["peak_mb"] for v in variants}
+    plain, anyi2v = timed["plain"], timed["anyi2v"]
     inside = anyi2v["unet_forward_s"] + anyi2v["backward_s"]
     summary = {
         "plain_s": round(plain["seconds"], 2),
@@ -182,9 +203,10 @@ def main():
         "ratio": round(anyi2v["seconds"] / plain["seconds"], 3),
         "overhead_frac": round(max(0.0, anyi2v["seconds"] - inside) / anyi2v["seconds"], 3),
         "inversion_s": round(anyi2v["inversion_s"], 2),
-        "peak_plain_mb": round(plain["peak_mb"], 1),
-        "peak_anyi2v_mb": round(anyi2v["peak_mb"], 1),
-        "peak_lowmem_mb": round(results["lowmem"]["peak_mb"], 1),
+        "lowmem_s": round(timed["lowmem"]["seconds"], 2),
+        "peak_plain_mb": round(peaks["plain"], 1),
+        "peak_anyi2v_mb": round(peaks["anyi2v"], 1),
+        "peak_lowmem_mb": round(peaks["lowmem"], 1),
     }
     print(f"bench model: SD1.5 layout, base width {CHANNELS}, {FRAMES} frames, {LATENT}x{LATENT} latent, {STEPS} steps")
     print(json.dumps(summary))
