@@ -5,9 +5,9 @@ Each module ``nodes/<feature>.py`` exports ``NODES``: the V3 node classes it def
 
 from comfy_api.latest import ComfyExtension
 
-from . import conditions, features_io, inject, invert, sampler, trajectory, view
+from . import conditions, features_io, inject, invert, render, sampler, trajectory, view
 
-NODE_MODULES = [trajectory, invert, inject, sampler, conditions, features_io, view]
+NODE_MODULES = [trajectory, invert, inject, sampler, conditions, render, features_io, view]
 
 
 class AnyI2VExtension(ComfyExtension):

@@ -10,6 +10,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..core.features import from_state, to_state
+from .input_files import fingerprint, input_files, input_path
 from .types import CATEGORY, Features
 
 EXTENSION = ".safetensors"
@@ -47,16 +48,6 @@ class SaveFeatures(io.ComfyNode):
         return io.NodeOutput(ui=ui.PreviewText(f"saved {os.path.join(subfolder, filename)}"))
 
 
-def feature_files() -> list[str]:
-    root = folder_paths.get_input_directory()
-    found = []
-    for base, _, files in os.walk(root):
-        for f in files:
-            if f.endswith(EXTENSION):
-                found.append(os.path.relpath(os.path.join(base, f), root).replace(os.sep, "/"))
-    return sorted(found)
-
-
 def load_features(path: str, name: str):
     try:
         with safe_open(path, "pt") as f:
@@ -75,23 +66,18 @@ class LoadFeatures(io.ComfyNode):
             display_name="AnyI2V Load Features",
             category=CATEGORY,
             description="Load features saved by AnyI2V Save Features (put the file in ComfyUI's input folder).",
-            inputs=[io.Combo.Input("features_file", options=feature_files(), tooltip="A .safetensors features file in the input folder.")],
+            inputs=[io.Combo.Input("features_file", options=input_files((EXTENSION,)), tooltip="A .safetensors features file in the input folder.")],
             outputs=[Features.Output(display_name="features")],
         )
 
     @classmethod
     def execute(cls, features_file) -> io.NodeOutput:
-        root = os.path.realpath(folder_paths.get_input_directory())
-        path = os.path.realpath(os.path.join(root, features_file))
-        if not path.startswith(root + os.sep) or not path.endswith(EXTENSION) or not os.path.isfile(path):
-            raise ValueError(f"features_file: '{features_file}' is not a .safetensors file in the input folder")
+        path = input_path(features_file, (EXTENSION,), "features_file")
         return io.NodeOutput(load_features(path, features_file))
 
     @classmethod
     def fingerprint_inputs(cls, features_file):
-        root = folder_paths.get_input_directory()
-        path = os.path.join(root, features_file)
-        return os.path.getmtime(path) if os.path.isfile(path) else features_file
+        return fingerprint(features_file)
 
 
 NODES = [SaveFeatures, LoadFeatures]
