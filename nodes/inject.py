@@ -13,15 +13,21 @@ Contract with the AnyI2V sampler (nodes/sampler.py):
 - ``apply_injection(clone, features, ...)`` installs everything on an already cloned ModelPatcher;
   the attn1 replace covers the query blocks AND the optimisation blocks (one replace per key);
 - per call, ``transformer_options["anyi2v_force"]`` makes injection act whatever the sigma, and
-  ``transformer_options["anyi2v_sink"]`` (``.blocks``, ``.record(block, q)``, ``.stop_after``)
-  receives the conditional chunk's queries of all frames after frame 0's replacement; after the
-  ``stop_after`` block ``StopForward`` is raised to cut the forward short.
+  ``transformer_options["anyi2v_sink"]`` (``.blocks``, ``.record(block, q, frames)``, ``.stop_after``)
+  receives the conditional chunk's queries of all frames after frame 0's replacement (``frames``: the
+  video frames of a context window, or None); after the ``stop_after`` block ``StopForward`` is raised to
+  cut the forward short, or, in context windows, the rest of that window runs without a graph.
+
+Context windows (AnimateDiff-Evolved's ``ad_params["sub_idxs"]``, core ComfyUI's ``context_window``): the
+injection acts on video frame 0 wherever it sits in a window; windows without it get frame 0's K/V kept
+from the window of the same step that holds it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import comfy.patcher_extension
 import torch
@@ -42,6 +48,35 @@ class StopForward(Exception):
     """Raised inside the UNet once the sampler has every query it needs."""
 
 
+class FrameZeroKV:
+    """Frame 0's keys and values per block, kept from the window that holds frame 0 for the windows of the
+    same sampling run that do not (detached: a window does not backpropagate into another)."""
+
+    def __init__(self):
+        self._store: dict[int, tuple] = {}
+
+    def put(self, block, run, ks, vs):
+        self._store[block] = (weakref.ref(run) if run is not None else None, [k.detach() for k in ks], [v.detach() for v in vs])
+
+    def get(self, block, run):
+        entry = self._store.get(block)
+        if entry is None or (entry[0] is None) != (run is None) or (run is not None and entry[0]() is not run):
+            return None  # nothing from this sampling run yet
+        return entry[1], entry[2]
+
+
+def token_grid(transformer_options, tokens: int, features: ConditionFeatures, block: int) -> tuple[int, int]:
+    """The (h, w) token grid of a block for the current latent, scaled like the features' grid."""
+    h0, w0 = features.query_hw[block]
+    lat_h, lat_w = transformer_options.get("original_shape", [0, 0, *features.latent_hw])[-2:]
+    fh, fw = features.latent_hw
+    h, w = max(1, math.ceil(lat_h * h0 / fh)), max(1, math.ceil(lat_w * w0 / fw))
+    if h * w != tokens:  # odd sizes: trust the token count and the features' aspect
+        h = max(1, round(math.sqrt(tokens * h0 / w0)))
+        w = tokens // h
+    return h, w
+
+
 @dataclass
 class InjectionState:
     features: ConditionFeatures
@@ -54,6 +89,7 @@ class InjectionState:
     patch_size: int = 4
     end_percent: float = 0.16
     end_sigma: float = math.inf  # active while the current sigma >= this (from end_percent on the MODEL's schedule)
+    frame_zero_kv: FrameZeroKV = field(default_factory=FrameZeroKV)
 
     def active(self, transformer_options) -> bool:
         if transformer_options.get("anyi2v_force"):
@@ -69,41 +105,56 @@ def cond_rows(transformer_options, batch: int) -> list[tuple[int, int]]:
     return [(i * chunk, chunk) for i, c in enumerate(order) if c == 0]
 
 
-def holds_frame_zero(transformer_options) -> bool:
+def window_frames(transformer_options, frames_in_batch: int) -> list[int] | None:
+    """The video frames of this call when sampling in context windows (AnimateDiff-Evolved's
+    ``ad_params["sub_idxs"]`` or core ComfyUI's ``context_window``), else None (the batch holds them all)."""
     sub = (transformer_options.get("ad_params") or {}).get("sub_idxs")
-    return sub is None or 0 in list(sub)
+    if sub is None:
+        sub = getattr(transformer_options.get("context_window"), "index_list", None)
+    if sub is None or len(sub) != frames_in_batch:  # not a window of this batch (e.g. a leftover entry)
+        return None
+    return [int(i) for i in sub]
 
 
-def token_grid(transformer_options, tokens: int, features: ConditionFeatures, block: int) -> tuple[int, int]:
-    """The (h, w) token grid of a block for the current latent, scaled like the features' grid."""
-    h0, w0 = features.query_hw[block]
-    lat_h, lat_w = transformer_options.get("original_shape", [0, 0, *features.latent_hw])[-2:]
-    fh, fw = features.latent_hw
-    h, w = max(1, math.ceil(lat_h * h0 / fh)), max(1, math.ceil(lat_w * w0 / fw))
-    if h * w != tokens:  # odd sizes: trust the token count and the features' aspect
-        h = max(1, round(math.sqrt(tokens * h0 / w0)))
-        w = tokens // h
-    return h, w
+def frame_zero_row(frames: list[int] | None) -> int | None:
+    """Where video frame 0 is within each chunk of the batch; None if this window does not hold it."""
+    if frames is None:
+        return 0
+    return frames.index(0) if 0 in frames else None
 
 
 def make_attn1(state: InjectionState):
     def attn1(q, k, v, extra_options):
         block = extra_options["block"][1]
         sink = extra_options.get("anyi2v_sink")
-        active = state.active(extra_options) and holds_frame_zero(extra_options)
-        if active and block in state.query_blocks:
-            rows = cond_rows(extra_options, q.shape[0])
-            if state.inject_query:
+        rows = cond_rows(extra_options, q.shape[0])
+        frames = window_frames(extra_options, rows[0][1]) if rows else None
+        zero = frame_zero_row(frames)
+        if rows and state.active(extra_options) and block in state.query_blocks:
+            if zero is not None and state.inject_query:
                 h, w = token_grid(extra_options, q.shape[1], state.features, block)
-                q = _replace_rows(q, [s for s, _ in rows], state.features.query_for(block, h, w).to(q))
+                q = _replace_rows(q, [s + zero for s, _ in rows], state.features.query_for(block, h, w).to(q))
             if state.share_kv:
-                k = _share_first(k, rows)
-                v = _share_first(v, rows)
-        if sink is not None and block in sink.blocks:
-            for s, n in cond_rows(extra_options, q.shape[0])[:1]:
-                sink.record(block, q[s:s + n])
+                run = extra_options.get("sample_sigmas")
+                if zero is not None:
+                    k0, v0 = [k[s + zero:s + zero + 1] for s, _ in rows], [v[s + zero:s + zero + 1] for s, _ in rows]
+                    if frames is not None:
+                        state.frame_zero_kv.put(block, run, k0, v0)
+                else:
+                    k0, v0 = state.frame_zero_kv.get(block, run) or (None, None)
+                    if k0 is not None and len(k0) != len(rows):
+                        k0, v0 = k0[:1] * len(rows), v0[:1] * len(rows)
+                if k0 is not None:
+                    k, v = _share(k, rows, [t.to(k) for t in k0]), _share(v, rows, [t.to(v) for t in v0])
+        if sink is not None and block in sink.blocks and rows:
+            s, n = rows[0]
+            sink.record(block, q[s:s + n], frames)
             if sink.stop_after == block:
-                raise StopForward()
+                if frames is None:
+                    raise StopForward()
+                # in context windows the other windows must still run: the rest of this one runs without
+                # building a graph (the DIFFUSION_MODEL wrapper restores the grad mode after the call)
+                torch.set_grad_enabled(False)
         return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"))
 
     return attn1
@@ -118,11 +169,11 @@ def _replace_rows(x, starts, row):
     return torch.cat(parts)
 
 
-def _share_first(x, rows):
-    """Every frame of each conditional chunk gets that chunk's frame-0 tokens."""
+def _share(x, rows, firsts):
+    """Every frame of conditional chunk i gets the tokens firsts[i] (its frame 0's)."""
     parts, last = [], 0
-    for s, n in rows:
-        parts += [x[last:s], x[s:s + 1].expand(n, -1, -1)]
+    for (s, n), first in zip(rows, firsts, strict=True):
+        parts += [x[last:s], first.expand(n, -1, -1)]
         last = s + n
     parts.append(x[last:])
     return torch.cat(parts)
@@ -135,16 +186,18 @@ def make_residual_wrapper(state: InjectionState):
         handles = []
 
         def hook(module, inputs, out, block):
-            if not (state.active(options) and holds_frame_zero(options)):
+            rows = cond_rows(options, out.shape[0])
+            zero = frame_zero_row(window_frames(options, rows[0][1])) if rows else None
+            if zero is None or not state.active(options):
                 return None
             feat = state.features.residual_for(block, out.shape[-2], out.shape[-1]).to(out)
-            rows = cond_rows(options, out.shape[0])
             new = out
             for s, _ in rows:
-                mixed = patch_adain(feat, out[s:s + 1].detach(), state.patch_size).detach()
-                new = torch.cat([new[:s], mixed, new[s + 1:]])
+                mixed = patch_adain(feat, out[s + zero:s + zero + 1].detach(), state.patch_size).detach()
+                new = torch.cat([new[:s + zero], mixed, new[s + zero + 1:]])
             return new
 
+        grad_mode = torch.is_grad_enabled()
         try:
             if state.inject_residual:
                 for b in state.res_blocks:
@@ -152,6 +205,7 @@ def make_residual_wrapper(state: InjectionState):
                         lambda m, i, o, b=b: hook(m, i, o, b)))
             return executor(*args, **kwargs)
         finally:
+            torch.set_grad_enabled(grad_mode)
             for h in handles:
                 h.remove()
 

@@ -47,9 +47,24 @@ class QuerySink:
         self.blocks = set(blocks)
         self.stop_after = max(blocks)
         self.queries: dict[int, torch.Tensor] = {}
+        self._frames: dict[int, dict[int, torch.Tensor]] = {}
 
-    def record(self, block, q):
-        self.queries[block] = q
+    def record(self, block, q, frames=None):
+        """q: (frames, tokens, C) of one call; `frames` the video frames of a context window (None: all)."""
+        if frames is None:
+            self.queries[block] = q
+            return
+        rows = self._frames.setdefault(block, {})
+        for i, f in enumerate(frames):
+            rows.setdefault(f, q[i])  # a frame in several windows: the first window's
+
+    def assemble(self, frames: int):
+        """After a forward in context windows: every block's queries of all `frames` video frames in order."""
+        for block, rows in self._frames.items():
+            missing = [f for f in range(frames) if f not in rows]
+            if missing:
+                raise RuntimeError(f"AnyI2V: the context windows left frames {missing[:8]} without queries")
+            self.queries[block] = torch.stack([rows[f] for f in range(frames)])
 
 
 class Settings:
@@ -112,6 +127,7 @@ class Optimizer:
                                            sigma.reshape(1).expand(x.shape[0]) if sigma.ndim == 0 else sigma, options)
         except StopForward:
             pass
+        sink.assemble(x.shape[0])
         missing = [b for b in self.blocks if b not in sink.queries]
         if missing:
             raise RuntimeError(f"AnyI2V: no queries were recorded for output blocks {missing}")

@@ -1,19 +1,26 @@
 """TEST DOUBLE of ComfyUI-AnimateDiff-Evolved (ADE), which is on no package registry.
 
-It registers ADE's node ids and inputs for the three nodes our workflows use
-(ADE_LoadAnimateDiffModel -> ADE_ApplyAnimateDiffModelSimple -> ADE_UseEvolvedSampling) and injects a
-small temporal module the ADE way (PatcherInjection + forward_timestep_embed_patch, module placed after
-index [1] of each block). Never shipped with the pack: tests link it into the host's custom_nodes.
+It registers ADE's node ids and inputs for the nodes our workflows use
+(ADE_LoadAnimateDiffModel -> ADE_ApplyAnimateDiffModelSimple -> ADE_UseEvolvedSampling, and
+ADE_StandardStaticContextOptions) and injects a small temporal module the ADE way (PatcherInjection +
+forward_timestep_embed_patch, module placed after index [1] of each block). Context windows work the ADE
+way too: a CALC_COND_BATCH wrapper runs the model window by window with
+``transformer_options["ad_params"] = {"full_length", "context_length", "sub_idxs"}`` and averages the
+overlaps (flat weights; text conditioning only). Never shipped with the pack: tests link it into the host's
+custom_nodes.
 """
 
 from __future__ import annotations
 
 import os
 
+import comfy.model_management
 import comfy.model_patcher
 import comfy.model_sampling
+import comfy.patcher_extension
 import comfy.utils
 import folder_paths
+import torch
 
 from .motion import StandinMotionModule, build_modules, motion_slots
 
@@ -113,6 +120,60 @@ class ApplyAnimateDiffModelSimple:
         return ([motion_model],)
 
 
+class ContextOptions:
+    def __init__(self, length: int, overlap: int):
+        self.context_length, self.context_overlap = length, overlap
+
+    def windows(self, frames: int) -> list[list[int]]:
+        """ADE's "standard static" schedule: windows of context_length frames, the last one shifted back to fit."""
+        if frames <= self.context_length:
+            return [list(range(frames))]
+        out, step = [], max(1, self.context_length - self.context_overlap)
+        for start in range(0, frames, step):
+            start = min(start, frames - self.context_length)
+            out.append(list(range(start, start + self.context_length)))
+            if start + self.context_length >= frames:
+                break
+        return out
+
+
+class StandardStaticContextOptions:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"context_length": ("INT", {"default": 16, "min": 1, "max": 128}),
+                             "context_overlap": ("INT", {"default": 4, "min": 0, "max": 128})},
+                "optional": {"prev_context": ("CONTEXT_OPTIONS",), "view_opts": ("VIEW_OPTS",)}}
+
+    RETURN_TYPES = ("CONTEXT_OPTIONS",)
+    FUNCTION = "create"
+    CATEGORY = "Animate Diff (test stand-in)"
+
+    def create(self, context_length, context_overlap, **_):
+        return (ContextOptions(context_length, context_overlap),)
+
+
+def sliding_calc_cond_batch(options: ContextOptions):
+    def wrapper(executor, model, conds, x_in, timestep, model_options):
+        windows = options.windows(x_in.shape[0])
+        if len(windows) == 1:
+            return executor(model, conds, x_in, timestep, model_options)
+        out = [torch.zeros_like(x_in) if c is not None else None for c in conds]
+        counts = torch.zeros(x_in.shape[0], 1, 1, 1, device=x_in.device, dtype=x_in.dtype)
+        for window in windows:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            opts = dict(model_options)
+            opts["transformer_options"] = dict(model_options.get("transformer_options", {}), ad_params={
+                "full_length": x_in.shape[0], "context_length": len(window), "sub_idxs": window})
+            sub = executor(model, conds, x_in[window], timestep[window], opts)
+            for i, part in enumerate(sub):
+                if out[i] is not None:
+                    out[i] = out[i].index_add(0, torch.tensor(window, device=x_in.device), part)
+            counts[window] += 1
+        return [o / counts if o is not None else None for o in out]
+
+    return wrapper
+
+
 class UseEvolvedSampling:
     @classmethod
     def INPUT_TYPES(cls):
@@ -140,6 +201,9 @@ class UseEvolvedSampling:
             model.set_attachments("standin_ade_modules", placed)
             model.set_model_forward_timestep_embed_patch((StandinMotionModule, _run_motion))
             model.set_injections(INJECTION_KEY, [comfy.model_patcher.PatcherInjection(inject=_inject, eject=_eject)])
+        if context_options is not None:
+            model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, INJECTION_KEY,
+                                       sliding_calc_cond_batch(context_options))
         return (model,)
 
 
@@ -147,5 +211,6 @@ NODE_CLASS_MAPPINGS = {
     "ADE_LoadAnimateDiffModel": LoadAnimateDiffModel,
     "ADE_ApplyAnimateDiffModelSimple": ApplyAnimateDiffModelSimple,
     "ADE_UseEvolvedSampling": UseEvolvedSampling,
+    "ADE_StandardStaticContextOptions": StandardStaticContextOptions,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {k: f"{k} (TEST STAND-IN)" for k in NODE_CLASS_MAPPINGS}

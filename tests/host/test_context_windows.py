@@ -1,0 +1,114 @@
+"""Long videos in context windows: frame 0 found wherever a window holds it, its K/V kept for the others.
+
+End to end with the ADE stand-in's windows (ad_params sub_idxs, as AnimateDiff-Evolved). Core ComfyUI 0.3.75's
+ContextWindowsManual cannot run a frames-as-batch (AnimateDiff) latent: its set_step compares the per-frame
+timestep with sample_sigmas and fails for any sampler; its ``context_window`` form is covered by the first test."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.host import prompts
+from tests.support.host import pack_module
+
+pytestmark = pytest.mark.host
+
+BLOCK, TOKENS, C = 4, 4, 8
+
+
+def attn1_call(monkeypatch, state, q, k, v, **options):
+    """Run the injection's attn1 replace; return the (q, k, v) it hands to the attention."""
+    inject = pack_module("nodes.inject")
+    seen = {}
+    monkeypatch.setattr(inject, "optimized_attention", lambda q, k, v, *a, **kw: seen.update(q=q, k=k, v=v) or q)
+    inject.make_attn1(state)(q.clone(), k.clone(), v.clone(), dict({"block": ("output", BLOCK), "n_heads": 1, "anyi2v_force": True}, **options))
+    return seen["q"], seen["k"], seen["v"]
+
+
+def state():
+    inject = pack_module("nodes.inject")
+    features = SimpleNamespace(query_hw={BLOCK: (2, 2)}, latent_hw=(2, 2),
+                               query_for=lambda b, h, w: torch.full((1, TOKENS, C), 7.0))
+    return inject.InjectionState(features, [BLOCK], [], [BLOCK])
+
+
+def qkv(frames, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2 * frames, TOKENS, C, generator=g) for _ in range(3)]  # uncond chunk, then cond chunk
+
+
+def test_frame_zero_is_found_in_any_window_and_its_kv_reach_windows_without_it(monkeypatch):
+    s = state()
+    run = torch.linspace(14.6, 0.0, 5)  # a sampling run is identified by its sample_sigmas tensor
+    base = {"cond_or_uncond": [1, 0], "sample_sigmas": run, "original_shape": [8, 4, 2, 2]}
+    # ADE's form: a looped window in which frame 0 is the third frame
+    q, k, v = qkv(4, 0)
+    q1, k1, v1 = attn1_call(monkeypatch, s, q, k, v, ad_params={"sub_idxs": [6, 7, 0, 1]}, **base)
+    assert torch.equal(q1[6], torch.full((TOKENS, C), 7.0)) and torch.equal(q1[4], q[4])  # cond row 4 + 2
+    assert all(torch.equal(k1[i], k[6]) and torch.equal(v1[i], v[6]) for i in range(4, 8))
+    assert torch.equal(k1[:4], k[:4])  # the unconditional chunk is untouched
+    # core ComfyUI's form: a window without frame 0 gets the kept K/V, its queries stay
+    q, k2, v2 = qkv(4, 1)
+    window = SimpleNamespace(index_list=[2, 3, 4, 5])
+    q2, k3, v3 = attn1_call(monkeypatch, s, q, k2, v2, context_window=window, **base)
+    assert torch.equal(q2, q)
+    assert all(torch.equal(k3[i], k[6]) and torch.equal(v3[i], v[6]) for i in range(4, 8))
+    # another sampling run does not see this run's K/V
+    other = dict(base, sample_sigmas=run.clone())
+    _, k4, _ = attn1_call(monkeypatch, s, q, k2, v2, context_window=window, **other)
+    assert torch.equal(k4, k2)
+    # a leftover window entry that does not match the batch is ignored: frame 0 is row 0 again
+    q5, k5, _ = attn1_call(monkeypatch, s, q, k2, v2, context_window=SimpleNamespace(index_list=list(range(16))), **base)
+    assert torch.equal(q5[4], torch.full((TOKENS, C), 7.0)) and torch.equal(k5[7], k2[4])
+
+
+def windowed(frames=32, length=16, overlap=4, **settings):
+    """The full AnyI2V prompt with AnimateDiff-Evolved context windows (the stand-in's ADE way: ad_params sub_idxs)."""
+    p = prompts.full(frames=frames, **settings)
+    p["ctx"] = {"class_type": "ADE_StandardStaticContextOptions", "inputs": {"context_length": length, "context_overlap": overlap}}
+    p["ade"]["inputs"]["context_options"] = ["ctx", 0]
+    return p
+
+
+def test_thirty_two_frames_in_sliding_windows(host, monkeypatch):
+    inject = pack_module("nodes.inject")
+    sampler = pack_module("nodes.sampler")
+    hits, windows = [], []
+    real_get, real_record = inject.FrameZeroKV.get, sampler.QuerySink.record
+    def get(self, block, run):
+        found = real_get(self, block, run)
+        hits.append(found is not None)
+        return found
+
+    monkeypatch.setattr(inject.FrameZeroKV, "get", get)
+    monkeypatch.setattr(sampler.QuerySink, "record", lambda self, b, q, f=None: windows.append(f) or real_record(self, b, q, f))
+    traj = ('{"bounding_box": [[16, 20, 44, 44]], "center_traj": [[[30, 32], [38, 32], [46, 32], [38, 32]]], '
+            '"width": 64, "height": 64}')
+    p = windowed(iterations=3, lr=0.05)
+    p["traj"]["inputs"].update(trajectory=traj, frames=32)
+    out = host.node_output(p, "aks")
+    samples = out[0]["samples"]
+    assert samples.shape == (32, 4, 8, 8) and torch.isfinite(samples).all()
+    assert any(hits), "windows without frame 0 never received its K/V"
+    assert [0, 15] in [[w[0], w[-1]] for w in windows if w] and any(w and 0 not in w for w in windows)
+    again = host.node_output(p, "aks")[0]["samples"]
+    assert torch.equal(samples, again)
+
+
+def test_windowed_optimisation_lowers_the_loss_within_a_step(host):
+    import comfy.sample
+    import comfy.samplers
+
+    sampler_mod = pack_module("nodes.sampler")
+    p = windowed()
+    model, traj = host.node_output(p, "inj")[0], host.node_output(p, "traj")[0]
+    pos, neg = host.node_output(p, "pos")[0], host.node_output(p, "neg")[0]
+    settings = sampler_mod.Settings(**dict(prompts.SETTINGS, iterations=5, lr=0.05))
+    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
+    latent = torch.zeros(32, 4, 8, 8)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
+    with torch.inference_mode():
+        comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 3), 4.0, sampler, sigmas, pos, neg, latent, seed=3)
+    step0 = [v for s, _, v in sampler.losses if s == 0]
+    assert len(step0) == 5 and step0[-1] < step0[0]
