@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .loss import box_region, point_vectors
+from .loss import box_region, group_terms, point_vectors
 from .mask import semantic_mask
 from .pca import PCA
 
@@ -38,6 +38,31 @@ def first_frame_masks(maps: torch.Tensor, boxes, points) -> torch.Tensor:
         crop = region.crop(maps[0].detach())
         vecs = point_vectors(maps[0].detach(), points[g], region, gb[0])
         out[g, region.y0:region.y1, region.x0:region.x1] = semantic_mask(crop, vecs).to(out)
+    return out
+
+
+def maps_rgb(maps: torch.Tensor) -> torch.Tensor:
+    """(F, M, H, W) query maps of the optimisation -> (F, H, W, 3): their first three principal components."""
+    f, m, h, w = maps.shape
+    return pca_rgb(maps.detach().permute(0, 2, 3, 1).reshape(f, h * w, m), h, w)
+
+
+def loss_masks(maps: torch.Tensor, boxes, points, mask_mode: str = "semantic") -> torch.Tensor:
+    """(G, F, H, W) where the alignment loss of each group looks in each frame: frame 0's semantic mask in
+    its first box, and for the later frames the mask of that frame's term (Eq. 8; the box when mask_mode is
+    "off")."""
+    n, _, h, w = maps.shape
+    b = torch.as_tensor(boxes, dtype=torch.float64)
+    out = maps.new_zeros(len(b), n, h, w)
+    if mask_mode == "off":
+        for g in range(len(b)):
+            region = box_region(b[g, 0], h, w)
+            out[g, 0, region.y0:region.y1, region.x0:region.x1] = 1.0
+    else:
+        out[:, 0] = first_frame_masks(maps, b, points)
+    for g in range(len(b)):
+        for j, region, mask, _ in group_terms(maps.detach(), b, points[g], mask_mode, g):
+            out[g, j, region.y0:region.y1, region.x0:region.x1] = (mask > 0).to(out)
     return out
 
 

@@ -31,6 +31,7 @@ from ..core.blocks import UNetLayout
 from ..core.loss import MASK_MODES, alignment_loss
 from ..core.optimize import COMPRESS, UPDATE_RULES, make_update, query_maps
 from ..core.trajectory import on_grid
+from ..core.view import loss_masks, maps_rgb, upsample
 from .grad import checkpointed, trainable_weights, truncated_modules
 from .inject import StopForward, apply_injection, injection_state, state_from_options, token_grid
 from .types import CATEGORY, Features
@@ -48,9 +49,19 @@ class QuerySink:
         self.stop_after = max(blocks)
         self.queries: dict[int, torch.Tensor] = {}
         self._frames: dict[int, dict[int, torch.Tensor]] = {}
+        self.closed = False
+
+    def take(self) -> dict[int, torch.Tensor]:
+        """The recorded queries; the sink then records nothing more and holds no tensor. (Checkpointed layers
+        keep their inputs, transformer_options and so this sink, in the autograd graph: a sink holding graph
+        tensors would make a reference cycle through C++ that Python never frees, one graph per iteration.)"""
+        queries, self.queries, self._frames, self.closed = self.queries, {}, {}, True
+        return queries
 
     def record(self, block, q, frames=None):
         """q: (frames, tokens, C) of one call; `frames` the video frames of a context window (None: all)."""
+        if self.closed:  # a checkpointed layer recomputed in backward: its queries were taken in the forward
+            return
         if frames is None:
             self.queries[block] = q
             return
@@ -112,6 +123,7 @@ class Optimizer:
         self.end_sigma = float(guider.model_patcher.get_model_object("model_sampling").percent_to_sigma(settings.opt_percent))
         self.losses: list[tuple[int, int, float]] = []
         self.backward_seconds = 0.0  # for the benchmark's overhead split
+        self.last_maps: torch.Tensor | None = None
 
     def active(self, sigma) -> bool:
         return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
@@ -128,10 +140,11 @@ class Optimizer:
         except StopForward:
             pass
         sink.assemble(x.shape[0])
-        missing = [b for b in self.blocks if b not in sink.queries]
+        queries = sink.take()
+        missing = [b for b in self.blocks if b not in queries]
         if missing:
             raise RuntimeError(f"AnyI2V: no queries were recorded for output blocks {missing}")
-        return sink.queries
+        return queries
 
     def grids(self, queries, latent_hw):
         return {b: token_grid({"original_shape": [1, 4, *latent_hw]}, q.shape[1], self.state.features, b)
@@ -140,6 +153,7 @@ class Optimizer:
     def loss(self, x, sigma, model_options):
         queries = self.queries(x, sigma, model_options)
         maps = query_maps(queries, self.grids(queries, x.shape[-2:]), self.grid_hw, self.settings.pca_dim)
+        self.last_maps = maps.detach()  # for the feature view: the maps of the latest iteration
         return alignment_loss(maps, self.boxes, self.points, self.settings.mask_mode)
 
     def optimize(self, x, sigma, step, model_options, progress):
@@ -205,10 +219,13 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
                 break
         sample.losses = opt.losses
         sample.backward_seconds = opt.backward_seconds
+        sample.optimizer = opt
         return x
 
     sample.losses = []
     sample.backward_seconds = 0.0
+    sample.optimizer = None
+    sample.settings = settings
     return sample
 
 
@@ -239,6 +256,18 @@ class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
     @property
     def losses(self):
         return self.fn.losses
+
+    def feature_view(self, image_hw: tuple[int, int], frames: int):
+        """(IMAGE (F, H, W, 3), MASK (F, H, W)): the optimised query maps of the last iteration as RGB of their
+        first three principal components, and where the loss looked in each frame (all groups); black and
+        empty when no optimisation ran."""
+        opt = self.fn.optimizer
+        if opt is None or opt.last_maps is None:
+            return torch.zeros(frames, *image_hw, 3), torch.zeros(frames, *image_hw)
+        maps = opt.last_maps.float().cpu()
+        rgb = upsample(maps_rgb(maps), *image_hw)
+        masks = loss_masks(maps, opt.boxes, opt.points, self.fn.settings.mask_mode).amax(0)
+        return rgb, upsample(masks, *image_hw)
 
 
 class _OptionsHolder:
@@ -348,7 +377,15 @@ class AnyI2VKSampler(io.ComfyNode):
                 *settings_inputs(),
                 Features.Input("features", optional=True, tooltip="Features, when the MODEL is not already injected."),
             ],
-            outputs=[io.Latent.Output(display_name="latent"), io.Image.Output(display_name="loss_plot")],
+            outputs=[
+                io.Latent.Output(display_name="latent"),
+                io.Image.Output(display_name="loss_plot", tooltip="The alignment loss of every optimisation iteration."),
+                io.Image.Output(display_name="feature_view",
+                                tooltip="Per frame, the optimised query maps of the last iteration as RGB (first three "
+                                        "principal components): the object should look alike inside every frame's box."),
+                io.Mask.Output(display_name="loss_masks",
+                               tooltip="Per frame, where the alignment loss looked (every group's semantic mask in its box)."),
+            ],
         )
 
     @classmethod
@@ -391,7 +428,9 @@ class AnyI2VKSampler(io.ComfyNode):
         out = dict(latent_image, samples=samples)
         out.pop("noise_mask", None)
         plot = loss_plot(sampler.losses)
-        return io.NodeOutput(out, plot, ui=ui.PreviewImage(plot, cls=cls))
+        view, masks = sampler.feature_view((samples.shape[-2] * 8, samples.shape[-1] * 8), samples.shape[0])
+        device = comfy.model_management.intermediate_device()
+        return io.NodeOutput(out, plot, view.to(device), masks.to(device), ui=ui.PreviewImage(plot, cls=cls))
 
 
 NODES = [AnyI2VSampler, AnyI2VKSampler]

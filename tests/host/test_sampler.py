@@ -14,7 +14,7 @@ def samples(host, p, node="aks"):
     return host.node_output(p, node)[0]["samples"].clone()
 
 
-def run_sampler(host, p, **settings):
+def run_sampler(host, p, progress=None, **settings):
     """Sample with the executor-loaded models and an AnyI2V SAMPLER; return (samples, losses)."""
     import comfy.sample
     import comfy.samplers
@@ -24,7 +24,8 @@ def run_sampler(host, p, **settings):
     traj = host.node_output(p, "traj")[0]
     pos, neg = host.node_output(p, "pos")[0], host.node_output(p, "neg")[0]
     values = dict(prompts.SETTINGS, **settings)
-    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj)
+    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj,
+                                        progress=progress)
     latent = torch.zeros(4, 4, 8, 8)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
     with torch.inference_mode():
@@ -107,6 +108,59 @@ def test_low_memory_gives_the_same_result(host):
     a = samples(host, prompts.full(low_memory=False))
     b = samples(host, prompts.full(low_memory=True))
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_feature_view_and_loss_masks(host):
+    out = host.node_output(prompts.full(), "aks")
+    view, masks = out[2], out[3]
+    assert view.shape == (4, 64, 64, 3) and 0 <= float(view.min()) and float(view.max()) <= 1 and view.std() > 0.05
+    assert masks.shape == (4, 64, 64) and all(masks[f].sum() > 0 for f in range(4))
+    outside = masks[0].clone()
+    outside[20:44, 16:44] = 0  # frame 0's box in image pixels (prompts.TRAJ)
+    assert outside.sum() == 0
+    off = host.node_output(prompts.full(iterations=0), "aks")
+    assert off[2].abs().sum() == 0 and off[3].sum() == 0
+
+
+@pytest.mark.parametrize("low_memory", [False, True])
+def test_iterations_free_their_graphs(host, monkeypatch, low_memory):
+    """Checkpointed layers keep their transformer_options (and so the query sink) in the graph: a sink still
+    holding graph tensors made a cycle through C++ that gc never frees, one graph per iteration. Shown on the
+    bench's model built outside inference mode (where it showed), at a small size."""
+    import gc
+    import warnings
+
+    import comfy.sample
+    import comfy.samplers
+
+    from scripts import bench
+
+    monkeypatch.setattr(bench, "CHANNELS", 32)
+    patcher, video, pos, neg, vae = bench.build()
+    invert, inject, sampler_mod = pack_module("nodes.invert"), pack_module("nodes.inject"), pack_module("nodes.sampler")
+    traj = pack_module("core.trajectory").Trajectory.from_reference_json(
+        {"bounding_box": [[16, 16, 40, 48]], "center_traj": [[[28, 32], [36, 32]]], "width": 64, "height": 64})
+    counts = []
+
+    def probe():
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            counts.append(sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor)))
+
+    latent = torch.zeros(4, 4, 8, 8)
+    with torch.inference_mode():
+        image = torch.zeros(1, 64, 64, 3)
+        image[:, 16:48, 16:48] = 1.0
+        (features,) = invert.InvertCondition.execute(patcher, vae, image, pos, 21, 5, "sqrt_linear (AnimateDiff)",
+                                                     invert.DEFAULT_QUERY_NAMES, invert.DEFAULT_RES_NAMES).result
+        model = video.clone()
+        inject.apply_injection(model, features)
+        settings = sampler_mod.Settings(**dict(prompts.SETTINGS, iterations=5, low_memory=low_memory))
+        sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj, progress=probe)
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)[:2]
+        comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 3), 4.0, sampler, sigmas, pos, neg, latent, seed=3)
+    assert len(counts) == 5 and counts[-1] <= counts[1], counts
 
 
 def test_sixteen_frames(host):
