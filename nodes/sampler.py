@@ -124,6 +124,7 @@ class Optimizer:
         self.losses: list[tuple[int, int, float]] = []
         self.backward_seconds = 0.0  # for the benchmark's overhead split
         self.last_maps: torch.Tensor | None = None
+        self.last_blocks: list[tuple[int, int]] = []
 
     def active(self, sigma) -> bool:
         return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
@@ -153,7 +154,8 @@ class Optimizer:
     def loss(self, x, sigma, model_options):
         queries = self.queries(x, sigma, model_options)
         maps = query_maps(queries, self.grids(queries, x.shape[-2:]), self.grid_hw, self.settings.pca_dim)
-        self.last_maps = maps.detach()  # for the feature view: the maps of the latest iteration
+        self.last_maps = maps.detach()  # for the feature view: the maps of the latest iteration, and their blocks
+        self.last_blocks = [(b, min(self.settings.pca_dim, queries[b].shape[-1])) for b in sorted(queries)]
         return alignment_loss(maps, self.boxes, self.points, self.settings.mask_mode)
 
     def optimize(self, x, sigma, step, model_options, progress):
@@ -258,16 +260,19 @@ class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
         return self.fn.losses
 
     def feature_view(self, image_hw: tuple[int, int], frames: int):
-        """(IMAGE (F, H, W, 3), MASK (F, H, W)): the optimised query maps of the last iteration as RGB of their
-        first three principal components, and where the loss looked in each frame (all groups); black and
-        empty when no optimisation ran."""
+        """(IMAGE (F, H, B * W, 3), MASK (F, H, W)): per frame, the optimised query maps of the last iteration of
+        each of the B optimised blocks, side by side, as RGB of their first three principal components; and where
+        the loss looked in each frame (all groups). Black and empty when no optimisation ran."""
         opt = self.fn.optimizer
         if opt is None or opt.last_maps is None:
             return torch.zeros(frames, *image_hw, 3), torch.zeros(frames, *image_hw)
         maps = opt.last_maps.float().cpu()
-        rgb = upsample(maps_rgb(maps), *image_hw)
+        panels, start = [], 0
+        for _, channels in opt.last_blocks:
+            panels.append(upsample(maps_rgb(maps[:, start:start + channels]), *image_hw))
+            start += channels
         masks = loss_masks(maps, opt.boxes, opt.points, self.fn.settings.mask_mode).amax(0)
-        return rgb, upsample(masks, *image_hw)
+        return torch.cat(panels, dim=2), upsample(masks, *image_hw)
 
 
 class _OptionsHolder:
@@ -384,7 +389,8 @@ class AnyI2VKSampler(io.ComfyNode):
                 io.Image.Output(display_name="loss_plot", tooltip="The alignment loss of every optimisation iteration."),
                 io.Image.Output(display_name="feature_view",
                                 tooltip="Per frame, the optimised query maps of the last iteration as RGB (first three "
-                                        "principal components): the object should look alike inside every frame's box."),
+                                        "principal components), one panel per optimised block, side by side: the object "
+                                        "should look alike inside every frame's box."),
                 io.Mask.Output(display_name="loss_masks",
                                tooltip="Per frame, where the alignment loss looked (every group's semantic mask in its box)."),
             ],

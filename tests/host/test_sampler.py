@@ -113,7 +113,9 @@ def test_low_memory_gives_the_same_result(host):
 def test_feature_view_and_loss_masks(host):
     out = host.node_output(prompts.full(), "aks")
     view, masks = out[2], out[3]
-    assert view.shape == (4, 64, 64, 3) and 0 <= float(view.min()) and float(view.max()) <= 1 and view.std() > 0.05
+    assert view.shape == (4, 64, 128, 3) and 0 <= float(view.min()) and float(view.max()) <= 1  # two blocks
+    assert view[..., :64, :].std() > 0.05 and view[..., 64:, :].std() > 0.05
+    assert not torch.equal(view[..., :64, :], view[..., 64:, :])
     assert masks.shape == (4, 64, 64) and all(masks[f].sum() > 0 for f in range(4))
     outside = masks[0].clone()
     outside[20:44, 16:44] = 0  # frame 0's box in image pixels (prompts.TRAJ)
