@@ -4,6 +4,7 @@
   depth   a depth map of a ground plane and a sphere (near = bright)
   sketch  black strokes of a bird on white (a hand sketch)
   two     edges of two balls side by side (two objects)
+  torus   a torus mesh (3d/anyi2v_torus.obj) for AnyI2V Render Mesh
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ IMAGES = {
 }
 
 
+def torus_obj(major=1.0, minor=0.4, rings=48, sides=24) -> str:
+    """A torus around the y axis as Wavefront OBJ text (vertices, then 1-based triangle faces)."""
+    u = np.linspace(0, 2 * np.pi, rings, endpoint=False)[:, None]
+    v = np.linspace(0, 2 * np.pi, sides, endpoint=False)[None, :]
+    r = major + minor * np.cos(v)
+    xyz = np.stack([r * np.cos(u), np.broadcast_to(minor * np.sin(v), (rings, sides)), r * np.sin(u)], -1)
+    lines = [f"v {x:.5f} {y:.5f} {z:.5f}" for x, y, z in xyz.reshape(-1, 3)]
+    for i in range(rings):
+        for j in range(sides):
+            a, b = i * sides + j, i * sides + (j + 1) % sides
+            c, d = ((i + 1) % rings) * sides + j, ((i + 1) % rings) * sides + (j + 1) % sides
+            lines += [f"f {a + 1} {c + 1} {b + 1}", f"f {b + 1} {c + 1} {d + 1}"]
+    return "# torus for AnyI2V Render Mesh (scripts/make_example_inputs.py)\n" + "\n".join(lines) + "\n"
+
+
 def main(out: Path = OUT) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -77,6 +93,10 @@ def main(out: Path = OUT) -> list[Path]:
         path = out / name
         make().save(path, optimize=True)
         paths.append(path)
+    mesh = out / "3d" / "anyi2v_torus.obj"
+    mesh.parent.mkdir(exist_ok=True)
+    mesh.write_text(torus_obj())
+    paths.append(mesh)
     return paths
 
 

@@ -38,6 +38,8 @@ CAR = traj_json([{"box": [110, 190, 400, 362], "path": [[255, 276], [300, 276], 
                   "points": [[250, 290], [180, 330], [330, 330]]}])
 BIRD = traj_json([{"box": [80, 100, 330, 250], "target": [0, 0, 200, 120],
                    "path": [[205, 175], [260, 140], [330, 120], [400, 130]], "points": [[200, 190], [265, 150]]}])
+TORUS = traj_json([{"box": [124, 172, 388, 360], "path": [[256, 266], [296, 270], [336, 276], [372, 280]],
+                    "points": [[256, 200], [160, 266]]}])
 BALLS = traj_json([
     {"box": [70, 200, 200, 330], "path": [[135, 265], [200, 262], [260, 265]], "points": [[135, 265]]},
     {"box": [310, 180, 450, 320], "path": [[380, 250], [330, 200], [280, 150]], "points": [[380, 250]]},
@@ -97,12 +99,22 @@ def workflows():
                                           "sigmas": ("sched", 0), "latent_image": ("lat", 0)}),
     })
     w5["dec"] = ("VAEDecode", {"samples": ("sca", 0), "vae": ("ckpt", 2)})
+    w6 = common(None, "a glazed donut rolling across a wooden kitchen table, warm light, best quality", TORUS,
+                condition=("mesh", 0))
+    del w6["img"], w6["scale"]
+    w6["mesh"] = ("AnyI2VRenderMesh", {"mesh_file": "3d/anyi2v_torus.obj", "mode": "depth", "width": 512, "height": 512,
+                                       "azimuth": 20.0, "elevation": 35.0, "distance": 5.0, "fov": 45.0})
+    w6["ctx"] = ("ADE_StandardStaticContextOptions", {"context_length": 16, "context_overlap": 4})
+    w6["ade"][1]["context_options"] = ("ctx", 0)
+    w6["lat"][1]["batch_size"] = 32
+    w6["traj"][1]["frames"] = 32
     return {
         "01_canny_car_one_box": w1,
         "02_depth_plus_sketch_composite": w2,
         "03_two_objects_two_trajectories": w3,
         "04_style_lora": w4,
         "05_sampler_custom_advanced": w5,
+        "06_mesh_depth_long_video": w6,
     }
 
 

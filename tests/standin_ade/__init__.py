@@ -142,7 +142,11 @@ class StandardStaticContextOptions:
     def INPUT_TYPES(cls):
         return {"required": {"context_length": ("INT", {"default": 16, "min": 1, "max": 128}),
                              "context_overlap": ("INT", {"default": 4, "min": 0, "max": 128})},
-                "optional": {"prev_context": ("CONTEXT_OPTIONS",), "view_opts": ("VIEW_OPTS",)}}
+                "optional": {"fuse_method": (["pyramid", "flat", "overlap-linear", "relative"],),  # ADE's inputs; the
+                             "use_on_equal_length": ("BOOLEAN", {"default": False}),       # stand-in averages flat
+                             "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+                             "guarantee_steps": ("INT", {"default": 1, "min": 0, "max": 2**31 - 1}),
+                             "prev_context": ("CONTEXT_OPTIONS",), "view_opts": ("VIEW_OPTS",)}}
 
     RETURN_TYPES = ("CONTEXT_OPTIONS",)
     FUNCTION = "create"

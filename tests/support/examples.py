@@ -18,8 +18,12 @@ TINY_PROFILE = {"width": 128, "height": 128, "frames": 8, "steps": 12, "stride":
 
 
 def copy_inputs(input_dir: Path):
-    for image in INPUTS.glob("*.png"):
-        shutil.copy(image, Path(input_dir) / image.name)
+    """The example inputs into a ComfyUI input folder, sub-folders kept (3d/ as core Load 3D uses)."""
+    for path in INPUTS.rglob("*"):
+        if path.is_file():
+            target = Path(input_dir) / path.relative_to(INPUTS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
 
 
 def tiny_profile(prompt: dict, profile: dict = TINY_PROFILE) -> dict:
@@ -35,8 +39,10 @@ def tiny_profile(prompt: dict, profile: dict = TINY_PROFILE) -> dict:
             inputs["lora_name"] = LORA_NAME
         elif kind == "AnyI2VInvertCondition":
             inputs["stride"] = p["stride"]
-        if kind in ("ImageScale", "EmptyLatentImage"):
+        if kind in ("ImageScale", "EmptyLatentImage", "AnyI2VRenderMesh"):
             inputs["width"], inputs["height"] = p["width"], p["height"]
+        if kind == "ADE_StandardStaticContextOptions":  # keep the windows sliding over the fewer frames
+            inputs["context_length"], inputs["context_overlap"] = max(2, p["frames"] // 2), 1
         if kind == "EmptyLatentImage":
             inputs["batch_size"] = p["frames"]
         if kind == "AnyI2VTrajectory":
