@@ -56,7 +56,15 @@ class FrameZeroKV:
         self._store: dict[int, tuple] = {}
 
     def put(self, block, run, ks, vs):
-        self._store[block] = (weakref.ref(run) if run is not None else None, [k.detach() for k in ks], [v.detach() for v in vs])
+        ref = None
+        if run is not None:  # dropped with the run (its sample_sigmas tensor), not kept on the device until the next
+
+            def forget(dead, block=block):
+                if self._store.get(block, (None,))[0] is dead:
+                    del self._store[block]
+
+            ref = weakref.ref(run, forget)
+        self._store[block] = (ref, [k.detach() for k in ks], [v.detach() for v in vs])
 
     def get(self, block, run):
         entry = self._store.get(block)

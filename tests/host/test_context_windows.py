@@ -58,6 +58,13 @@ def test_frame_zero_is_found_in_any_window_and_its_kv_reach_windows_without_it(m
     other = dict(base, sample_sigmas=run.clone())
     _, k4, _ = attn1_call(monkeypatch, s, q, k2, v2, context_window=window, **other)
     assert torch.equal(k4, k2)
+    # the kept K/V go with their sampling run
+    del run, base["sample_sigmas"]
+    import gc
+
+    gc.collect()
+    assert s.frame_zero_kv.get(BLOCK, other["sample_sigmas"]) is None and not s.frame_zero_kv._store
+    base["sample_sigmas"] = other["sample_sigmas"]
     # a leftover window entry that does not match the batch is ignored: frame 0 is row 0 again
     q5, k5, _ = attn1_call(monkeypatch, s, q, k2, v2, context_window=SimpleNamespace(index_list=list(range(16))), **base)
     assert torch.equal(q5[4], torch.full((TOKENS, C), 7.0)) and torch.equal(k5[7], k2[4])
