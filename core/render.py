@@ -21,6 +21,7 @@ import torch
 
 CHUNK = 1 << 21  # candidate (face, pixel) pairs per rasterisation chunk
 NEAR = 1e-4
+EMPTY = torch.iinfo(torch.int64).max  # no candidate yet at this pixel
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,15 @@ class OrbitCamera:
         return (height / 2) / math.tan(math.radians(self.fov) / 2)
 
 
+def bounding_sphere(points: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(centre, radius) of `points` (N, 3): the bounding-box centre and the farthest point's distance to it."""
+    centre = (points.amin(0) + points.amax(0)) / 2
+    return centre, float((points - centre).norm(dim=-1).max())
+
+
 def fit_unit_sphere(points: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Centre (bounding-box centre) and scale to fit `points` (N, 3) in the unit sphere; returns (points, scale)."""
-    centre = (points.amin(0) + points.amax(0)) / 2
-    radius = float((points - centre).norm(dim=-1).max())
+    centre, radius = bounding_sphere(points)
     scale = 1.0 / radius if radius > 0 else 1.0
     return (points - centre) * scale, scale
 
@@ -80,10 +86,9 @@ def _take_nearest(best_depth, best_index, pix, depth, index):
     n = best_depth.numel()
     chunk_min = torch.full((n,), math.inf, dtype=depth.dtype, device=depth.device).scatter_reduce(0, pix, depth, "amin")
     at_min = depth == chunk_min[pix]
-    sentinel = torch.iinfo(torch.int64).max
-    chunk_idx = torch.full((n,), sentinel, dtype=torch.int64, device=depth.device).scatter_reduce(
+    chunk_idx = torch.full((n,), EMPTY, dtype=torch.int64, device=depth.device).scatter_reduce(
         0, pix[at_min], index[at_min], "amin")
-    hit = chunk_idx != sentinel
+    hit = chunk_idx != EMPTY
     better = hit & ((chunk_min < best_depth) | ((chunk_min == best_depth) & (chunk_idx < best_index)))
     best_depth[better] = chunk_min[better]
     best_index[better] = chunk_idx[better]
@@ -99,7 +104,7 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, size: 
     kept = (depth[faces] > NEAR).all(dim=1).nonzero().squeeze(1)
     tri_xy, tri_depth = xy[faces[kept]], depth[faces[kept]]  # (F', 3, 2), (F', 3)
     best_depth = torch.full((h * w,), math.inf, dtype=depth.dtype, device=dev)
-    best = torch.full((h * w,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    best = torch.full((h * w,), EMPTY, dtype=torch.int64, device=dev)
     x0 = (tri_xy[..., 0].amin(1) - 0.5).ceil().clamp(0, w).long()
     x1 = (tri_xy[..., 0].amax(1) - 0.5).floor().clamp(-1, w - 1).long()
     y0 = (tri_xy[..., 1].amin(1) - 0.5).ceil().clamp(0, h).long()
@@ -119,7 +124,7 @@ def rasterize(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor, size: 
         # candidate id face * H * W + pixel: ties in depth go to the first face
         _take_nearest(best_depth, best, pix, d[inside], f[inside] * (h * w) + pix)
         start = stop
-    pix = (best != torch.iinfo(torch.int64).max).nonzero().squeeze(1)
+    pix = (best != EMPTY).nonzero().squeeze(1)
     f = best[pix] // (h * w)
     face = torch.full((h * w,), -1, dtype=torch.long, device=dev)
     face[pix] = kept[f]
@@ -151,7 +156,7 @@ def splat(xy: torch.Tensor, depth: torch.Tensor, radius: float, size: tuple[int,
     h, w = size
     dev = xy.device
     best_depth = torch.full((h * w,), math.inf, dtype=depth.dtype, device=dev)
-    best = torch.full((h * w,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    best = torch.full((h * w,), EMPTY, dtype=torch.int64, device=dev)
     front = depth > NEAR
     index = torch.arange(len(depth), device=dev)[front]
     cx, cy, d = (xy[front, 0] - 0.5).round().long(), (xy[front, 1] - 0.5).round().long(), depth[front]
@@ -164,7 +169,7 @@ def splat(xy: torch.Tensor, depth: torch.Tensor, radius: float, size: tuple[int,
             ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
             pix = py[ok] * w + px[ok]
             _take_nearest(best_depth, best, pix, d[ok], index[ok])
-    found = best != torch.iinfo(torch.int64).max
+    found = best != EMPTY
     point = torch.where(found, best, torch.full_like(best, -1))
     return best_depth.view(h, w), point.view(h, w)
 
@@ -173,6 +178,14 @@ def depth_image(depth: torch.Tensor, near: float, far: float) -> torch.Tensor:
     """(H, W) depth, inf where empty -> (H, W) in [0, 1]: inverse depth normalised between `far` (0) and `near` (1)."""
     inv = (1.0 / depth - 1.0 / far) / (1.0 / near - 1.0 / far)
     return torch.where(torch.isfinite(depth), inv.clamp(0, 1), torch.zeros_like(depth))
+
+
+def scene_depth_rgb(depth: torch.Tensor, points: torch.Tensor, camera: OrbitCamera) -> torch.Tensor:
+    """(H, W) depth -> (H, W, 3) grey depth image, normalised over the scene's bounding sphere seen from the eye."""
+    centre, radius = bounding_sphere(points)
+    dist = float((camera.eye().to(points) - centre).norm())
+    near, far = max(dist - radius, NEAR), max(dist + radius, 2 * NEAR)
+    return depth_image(depth, near, far)[..., None].expand(*depth.shape, 3).contiguous()
 
 
 def normal_image(normals_cam: torch.Tensor, view_dirs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -192,10 +205,15 @@ def view_directions(camera: OrbitCamera, size: tuple[int, int], dtype=torch.floa
     return torch.nn.functional.normalize(dirs, dim=-1)
 
 
+def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(F, 3) face normals, unnormalised: their length is twice the face's area."""
+    tri = vertices[faces.long()]
+    return torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+
+
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted vertex normals (V, 3) of a triangle mesh."""
-    tri = vertices[faces.long()]
-    face_n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = twice the area
+    face_n = _face_normals(vertices, faces)
     out = torch.zeros_like(vertices).index_add_(0, faces.long().reshape(-1), face_n.repeat_interleave(3, dim=0))
     return torch.nn.functional.normalize(out, dim=-1)
 
@@ -206,10 +224,8 @@ CREASE_DEGREES = 30.0
 def corner_normals(vertices: torch.Tensor, faces: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
     """(F, 3, 3) normal of each face corner: the vertex normal where it is within CREASE_DEGREES of the face's
     own normal (smooth surfaces), the face normal where it is not (edges of a cube stay sharp)."""
-    faces = faces.long()
-    tri = vertices[faces]
-    face_n = torch.nn.functional.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), dim=-1)
-    vn = torch.nn.functional.normalize(normals[faces].to(vertices), dim=-1)
+    face_n = torch.nn.functional.normalize(_face_normals(vertices, faces), dim=-1)
+    vn = torch.nn.functional.normalize(normals[faces.long()].to(vertices), dim=-1)
     smooth = (vn * face_n[:, None]).sum(-1, keepdim=True).abs() >= math.cos(math.radians(CREASE_DEGREES))
     return torch.where(smooth, vn, face_n[:, None].expand_as(vn))
 
@@ -233,8 +249,7 @@ def render_mesh(vertices, faces, camera: OrbitCamera, size, mode="depth", normal
     zbuf, face, bary = rasterize(xy, depth, faces, size)
     mask = face >= 0
     if mode == "depth":
-        near, far = _depth_range(vertices, camera)
-        return depth_image(zbuf, near, far)[..., None].expand(*size, 3).contiguous(), mask
+        return scene_depth_rgb(zbuf, vertices, camera), mask
     corners = corner_normals(vertices, faces, normals) @ camera.rotation().to(vertices).T  # (F, 3, 3)
     per_pixel = (corners[face.clamp_min(0)] * bary[..., None]).sum(-2)
     return normal_image(per_pixel, view_directions(camera, size, vertices.dtype, vertices.device), mask), mask
@@ -254,18 +269,10 @@ def render_points(points, camera: OrbitCamera, size, mode="depth", radius=1.5, c
     zbuf, point = splat(xy, depth, radius, size)
     mask = point >= 0
     if mode == "depth":
-        near, far = _depth_range(points, camera)
-        return depth_image(zbuf, near, far)[..., None].expand(*size, 3).contiguous(), mask
+        return scene_depth_rgb(zbuf, points, camera), mask
     if mode == "splat":
         rgb = colors.float() if colors is not None else torch.ones_like(points)
         return torch.where(mask[..., None], rgb[point.clamp_min(0)], torch.zeros(3, device=points.device)), mask
     n_cam = normals.float() @ camera.rotation().to(points).T
     return normal_image(n_cam[point.clamp_min(0)], view_directions(camera, size, points.dtype, points.device), mask), mask
 
-
-def _depth_range(points, camera: OrbitCamera) -> tuple[float, float]:
-    """Near and far of the scene's bounding sphere (about its bounding-box centre) seen from the eye."""
-    centre = (points.amin(0) + points.amax(0)) / 2
-    radius = float((points - centre).norm(dim=-1).max())
-    dist = float((camera.eye().to(points) - centre).norm())
-    return max(dist - radius, NEAR), max(dist + radius, 2 * NEAR)
