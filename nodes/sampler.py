@@ -1,19 +1,11 @@
-"""The AnyI2V sampler: zero-shot trajectory control by latent optimisation (paper Sec. 3.3-3.4).
+"""The AnyI2V sampler and its nodes: zero-shot trajectory control by latent optimisation (paper Sec. 3.3-3.4).
 
 Before each early denoising step (sigma >= the MODEL's sigma at ``opt_percent``) the latent is
-optimised ``iterations`` times: a forward with gradient (conditional text only, motion modules and
-injection on, cut right after the last optimised query), PCA-reduced queries of all frames, the
-box-restricted, mask-weighted alignment loss to frame 0 (Eq. 3-8), and an update of the latent.
-Then the base sampler takes the ordinary CFG step. Single-step base samplers are driven interval by
+optimised (nodes/optimizer.py). Then the base sampler takes the ordinary CFG step. Single-step base samplers are driven interval by
 interval through the optimisation window; the rest of the schedule runs in one call.
 """
 
 from __future__ import annotations
-
-import contextlib
-import logging
-import math
-import time
 
 import comfy.model_management
 import comfy.model_patcher
@@ -27,162 +19,15 @@ import torch
 from comfy_api.latest import io, ui
 from PIL import Image, ImageDraw
 
-from ..core.blocks import UNetLayout
-from ..core.loss import MASK_MODES, alignment_loss
-from ..core.optimize import COMPRESS, UPDATE_RULES, make_update, query_maps
-from ..core.trajectory import on_grid
+from ..core.loss import MASK_MODES
+from ..core.optimize import UPDATE_RULES
 from ..core.view import loss_masks, maps_rgb, upsample
-from .grad import checkpointed, trainable_weights, truncated_modules
-from .inject import StopForward, apply_injection, injection_state, state_from_options, token_grid
+from .inject import apply_injection, injection_state, state_from_options
+from .optimizer import Optimizer, Settings
 from .types import CATEGORY, Features
 from .types import Trajectory as TrajectoryType
 
-log = logging.getLogger("AnyI2V")
 BASE_SAMPLERS = ["ddim", "euler", "euler_ancestral", "heun", "dpm_2", "lcm", "dpmpp_2m", "uni_pc"]
-
-
-class QuerySink:
-    """Receives the conditional queries of the optimised blocks during one gradient forward."""
-
-    def __init__(self, blocks):
-        self.blocks = set(blocks)
-        self.stop_after = max(blocks)
-        self.queries: dict[int, torch.Tensor] = {}
-        self._frames: dict[int, dict[int, torch.Tensor]] = {}
-        self.closed = False
-
-    def take(self) -> dict[int, torch.Tensor]:
-        """The recorded queries; the sink then records nothing more and holds no tensor. (Checkpointed layers
-        keep their inputs, transformer_options and so this sink, in the autograd graph: a sink holding graph
-        tensors would make a reference cycle through C++ that Python never frees, one graph per iteration.)"""
-        queries, self.queries, self._frames, self.closed = self.queries, {}, {}, True
-        return queries
-
-    def record(self, block, q, frames=None):
-        """q: (frames, tokens, C) of one call; `frames` the video frames of a context window (None: all)."""
-        if self.closed:  # a checkpointed layer recomputed in backward: its queries were taken in the forward
-            return
-        if frames is None:
-            self.queries[block] = q
-            return
-        rows = self._frames.setdefault(block, {})
-        for i, f in enumerate(frames):
-            rows.setdefault(f, q[i])  # a frame in several windows: the first window's
-
-    def assemble(self, frames: int):
-        """After a forward in context windows: every block's queries of all `frames` video frames in order."""
-        for block, rows in self._frames.items():
-            missing = [f for f in range(frames) if f not in rows]
-            if missing:
-                raise RuntimeError(f"AnyI2V: the context windows left frames {missing[:8]} without queries")
-            self.queries[block] = torch.stack([rows[f] for f in range(frames)])
-
-
-class Settings:
-    def __init__(self, opt_percent=0.24, iterations=5, lr=0.01, update_rule="adamw_fresh", pca_dim=64,
-                 query_blocks="Query 1.1, Query 2.0", mask_mode="semantic", low_memory=False):
-        if not 0.0 <= opt_percent <= 1.0:
-            raise ValueError(f"opt_percent: must be within 0..1, got {opt_percent}")
-        if update_rule not in UPDATE_RULES:
-            raise ValueError(f"update_rule: expected one of {', '.join(UPDATE_RULES)}, got '{update_rule}'")
-        if mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got '{mask_mode}'")
-        if iterations < 0 or pca_dim < 1 or not math.isfinite(lr) or lr < 0:
-            raise ValueError("iterations, pca_dim and lr must be >= 0, >= 1 and a finite number >= 0")
-        self.opt_percent, self.iterations, self.lr = opt_percent, int(iterations), float(lr)
-        self.update_rule, self.pca_dim, self.query_blocks = update_rule, int(pca_dim), query_blocks
-        self.mask_mode, self.low_memory = mask_mode, bool(low_memory)
-
-
-class Optimizer:
-    """Everything the optimisation of one sampling run needs, prepared once."""
-
-    def __init__(self, guider, settings: Settings, trajectory, state, latent_shape):
-        self.guider = guider
-        self.settings = settings
-        self.state = state
-        unet = guider.model_patcher.model.diffusion_model
-        self.unet = unet
-        layout = UNetLayout.from_unet(unet)
-        self.blocks = layout.resolve(settings.query_blocks, "attn")
-        missing = [b for b in self.blocks if b not in set(state.query_blocks) | set(state.opt_blocks)]
-        if missing:
-            raise ValueError(f"query_blocks: output blocks {missing} are not patched by the injection "
-                             f"(it patches {sorted(set(state.query_blocks) | set(state.opt_blocks))})")
-        frames, _, lh, lw = latent_shape
-        if frames < 2:
-            raise ValueError("latent: AnyI2V animates at least 2 frames; this latent has 1 (set the batch size to the frame count)")
-        self.image_hw = (lh * 8, lw * 8)
-        self.grid_hw = (lh * 8 // COMPRESS, lw * 8 // COMPRESS)
-        if trajectory.num_frames is not None and trajectory.num_frames != frames:
-            log.info("AnyI2V: the trajectory has %d frames, the latent %d: resampling the trajectory", trajectory.num_frames, frames)
-        grid_wh = (self.grid_hw[1], self.grid_hw[0])
-        boxes, points = on_grid(trajectory, frames, (self.image_hw[1], self.image_hw[0]), grid_wh)
-        self.boxes = torch.from_numpy(boxes)
-        self.points = [torch.from_numpy(p) for p in points]  # a first box outside the image: on_grid's validation says so
-        self.end_sigma = float(guider.model_patcher.get_model_object("model_sampling").percent_to_sigma(settings.opt_percent))
-        self.losses: list[tuple[int, int, float]] = []
-        self.backward_seconds = 0.0  # for the benchmark's overhead split
-        self.last_maps: torch.Tensor | None = None
-        self.last_blocks: list[tuple[int, int]] = []
-
-    def active(self, sigma) -> bool:
-        return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
-
-    def queries(self, x, sigma, model_options) -> dict[int, torch.Tensor]:
-        sink = QuerySink(self.blocks)
-        options = comfy.model_patcher.create_model_options_clone(model_options)
-        to = options.setdefault("transformer_options", {})
-        to["anyi2v_force"] = True
-        to["anyi2v_sink"] = sink
-        try:
-            comfy.samplers.calc_cond_batch(self.guider.inner_model, [self.guider.conds["positive"]], x,
-                                           sigma.reshape(1).expand(x.shape[0]) if sigma.ndim == 0 else sigma, options)
-        except StopForward:
-            pass
-        sink.assemble(x.shape[0])
-        queries = sink.take()
-        missing = [b for b in self.blocks if b not in queries]
-        if missing:
-            raise RuntimeError(f"AnyI2V: no queries were recorded for output blocks {missing}")
-        return queries
-
-    def grids(self, queries, latent_hw):
-        return {b: token_grid({"original_shape": [1, 4, *latent_hw]}, q.shape[1], self.state.features, b)
-                for b, q in queries.items()}
-
-    def loss(self, x, sigma, model_options):
-        queries = self.queries(x, sigma, model_options)
-        maps = query_maps(queries, self.grids(queries, x.shape[-2:]), self.grid_hw, self.settings.pca_dim)
-        self.last_maps = maps.detach()  # for the feature view: the maps of the latest iteration, and their blocks
-        self.last_blocks = [(b, min(self.settings.pca_dim, queries[b].shape[-1])) for b in sorted(queries)]
-        return alignment_loss(maps, self.boxes, self.points, self.settings.mask_mode)
-
-    def optimize(self, x, sigma, step, model_options, progress):
-        """Run the iterations of one denoising step; returns the optimised latent (same dtype/device)."""
-        update = make_update(self.settings.update_rule, self.settings.lr)
-        last = max(self.blocks)
-        modules = truncated_modules(self.unet, last)
-        # low memory: every layer before the stop block is checkpointed (activations recomputed in backward)
-        saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
-        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
-            z = x.detach().clone()
-            for it in range(self.settings.iterations):
-                comfy.model_management.throw_exception_if_processing_interrupted()
-                z = z.detach().requires_grad_(True)
-                loss = self.loss(z, sigma, model_options)
-                started = time.perf_counter()
-                (grad,) = torch.autograd.grad(loss, z, allow_unused=True)
-                self.backward_seconds += time.perf_counter() - started
-                if grad is None:
-                    grad = torch.zeros_like(z)
-                value = float(loss.detach())
-                self.losses.append((step, it, value))
-                log.info("AnyI2V: step %d iteration %d alignment loss %.6f", step, it, value)
-                z = update(z.detach(), grad.detach()) if self.settings.lr > 0 else z.detach()
-                progress()
-        with torch.inference_mode():
-            return z.detach().clone().to(x.dtype)
 
 
 def anyi2v_sample_function(base, settings: Settings, trajectory, features, progress=None):

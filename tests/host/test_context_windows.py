@@ -80,16 +80,16 @@ def windowed(frames=32, length=16, overlap=4, **settings):
 
 def test_thirty_two_frames_in_sliding_windows(host, monkeypatch):
     inject = pack_module("nodes.inject")
-    sampler = pack_module("nodes.sampler")
+    optimizer = pack_module("nodes.optimizer")
     hits, windows = [], []
-    real_get, real_record = inject.FrameZeroKV.get, sampler.QuerySink.record
+    real_get, real_record = inject.FrameZeroKV.get, optimizer.QuerySink.record
     def get(self, block, run):
         found = real_get(self, block, run)
         hits.append(found is not None)
         return found
 
     monkeypatch.setattr(inject.FrameZeroKV, "get", get)
-    monkeypatch.setattr(sampler.QuerySink, "record", lambda self, b, q, f=None: windows.append(f) or real_record(self, b, q, f))
+    monkeypatch.setattr(optimizer.QuerySink, "record", lambda self, b, q, f=None: windows.append(f) or real_record(self, b, q, f))
     traj = ('{"bounding_box": [[16, 20, 44, 44]], "center_traj": [[[30, 32], [38, 32], [46, 32], [38, 32]]], '
             '"width": 64, "height": 64}')
     p = windowed(iterations=3, lr=0.05)
