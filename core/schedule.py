@@ -40,6 +40,14 @@ def inversion_timesteps(t_alpha: int = 201, stride: int = 1) -> list[int]:
     return steps
 
 
+def first_alpha(alphas_cumprod: torch.Tensor, stride: int) -> torch.Tensor:
+    """alpha_bar of the clean latent the first inversion step starts from: the reference's inverse DDIM schedule
+    (999 steps for stride 1) takes alphas_cumprod[t - 1] for its step at t, i.e. alpha_bar_0 before t = 1; with
+    coarser strides it starts from 1."""
+    a = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+    return a[0].clone() if int(stride) == 1 else torch.ones((), dtype=torch.float64, device=a.device)
+
+
 def ddim_inversion_step(x_prev: torch.Tensor, eps: torch.Tensor, a_prev, a_next) -> torch.Tensor:
     """Deterministic DDIM step from alpha_bar a_prev to a_next given the predicted noise eps."""
     a_prev = torch.as_tensor(a_prev, dtype=torch.float64)

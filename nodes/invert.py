@@ -17,6 +17,7 @@ from ..core.schedule import (
     alphas_cumprod_from_betas,
     alphas_cumprod_from_sigmas,
     ddim_inversion_step,
+    first_alpha,
     inversion_timesteps,
 )
 from .types import CATEGORY, Features
@@ -119,7 +120,7 @@ def invert(model, latent: torch.Tensor, context: torch.Tensor, t_alpha: int, str
     alphas = schedule_alphas(schedule, sampling).to(device)
     x = latent.to(device=device, dtype=torch.float32)
     context = context.to(device)
-    a_prev = torch.ones((), dtype=torch.float64, device=device)
+    a_prev = first_alpha(alphas, stride)
     bar = comfy.utils.ProgressBar(len(steps))
     store: dict = {}
     for i, t in enumerate(steps):

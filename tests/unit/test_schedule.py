@@ -6,6 +6,7 @@ from core.schedule import (
     alphas_cumprod_from_betas,
     alphas_cumprod_from_sigmas,
     ddim_inversion_step,
+    first_alpha,
     inversion_timesteps,
 )
 
@@ -43,3 +44,10 @@ def test_inversion_step_is_undone_by_the_ddim_step_with_the_same_noise():
     for t_prev, t in zip(path[::-1][:-1], path[::-1][1:], strict=True):
         back = ddim_inversion_step(back, eps, a[t_prev], 1.0 if t == 0 else a[t])
     assert torch.allclose(back, x0)
+
+
+def test_first_inversion_step_starts_as_the_reference_schedule():
+    """Stride 1 (the reference's 999-step inverse schedule): from alpha_bar_0 = 0.99915; coarser: from 1."""
+    a = alphas_cumprod_from_betas()
+    assert float(first_alpha(a, 1)) == pytest.approx(1 - 0.00085) and float(first_alpha(a, 1)) == float(a[0])
+    assert float(first_alpha(a, 2)) == 1.0 and float(first_alpha(a, 10)) == 1.0
