@@ -1,16 +1,26 @@
-"""Cross-frame alignment loss (paper Eq. 3 and 8), per box group with that group's own masks.
+"""Cross-frame alignment loss (paper Eq. 3, 5-8), computed as the reference computes it, per box group with
+that group's own masks.
 
-feats (F, M, H, W): the PCA-reduced query maps of all frames on the feature grid; frame 0 is the
-first (injected) frame. For group i and frame j >= 1 (the paper's j >= 2):
+``layers``: the PCA-reduced query maps of the optimised layers, each (F, M_l, H, W) on the feature grid;
+frame 0 is the first (injected) frame. For group i, frame j >= 1 (the paper's j >= 2) and layer l:
 
-    L_ij = || M_1^i * M_j^i * (F_j[B_j^i] - SG(F_1[B_1^i] resized to B_j^i)) ||^2 / area(mask)
+    w     = M_1^i[l] resized to box j  *  M_j^i[l]                              (Eq. 8's two masks)
+    term  = sum over box j's cells of  w^2 * mean over l's channels of (F_j^l - SG(F_1^l[B_1^i] resized to B_j^i))^2
+    loss  = sum of the terms over groups, frames and layers / sum of w over the same (the total mask count)
 
-Boxes are continuous (x1, y1, x2, y2) on the grid. A box covers the cells floor(x1)..ceil(x2)-1
-(at least one cell). The target is frame 0's box content mapped onto box j (bilinear, like resizing
-the crop, align_corners=False; masks by centre-aligned nearest); where a box sticks out of the grid only its inside part counts, with
-the geometry kept (the target is mapped as for the full box, then cropped). A frame whose box is
-entirely outside is skipped for that group; a first box entirely outside is an error.
-The reference reuses object 0's first-frame mask for every object; here each group has its own.
+(``static``: M_j = 1; ``off``: both masks 1.)
+
+Geometry, as the reference: box edges in grid cells are floored; a box covers the cells [x1, max(x1 + 1, x2))
+x [y1, max(y1 + 1, y2)). Frame 0's crop of the first box is resized to box j's cell size bicubically and the
+first-frame masks bilinearly (soft values), both with align_corners=False. Where box j sticks out of the grid
+only its on-grid cells count, with the geometry kept; a frame whose box is entirely off the grid is skipped for
+that group; a first box entirely off the grid is an error. (Where the first box sticks out, its off-grid cells
+give no target: the cells they map to in later boxes are left out.)
+
+Masks (Sec. 3.4, core/mask.py): the salient points pick frame 0's vectors at their grid cells (the paper's
+F_1[P]); per layer, the cosine similarity of each cell to each point over that layer's channels, max over the
+points; one exact 2-means threshold over all layers' values gives each layer's mask. The first-frame masks M_1
+come the same way from frame 0's crop of the first box. Each group has its own (the reference reuses group 0's).
 """
 
 from __future__ import annotations
@@ -21,14 +31,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .mask import semantic_mask
+from .mask import layer_masks
 
 MASK_MODES = ("semantic", "static", "off")
+_EDGE_EPS = 1e-9  # a box edge computed as 0.9999999 of a cell is on the cell's edge
 
 
 @dataclass
 class Region:
-    """The cells of a box that lie on the grid: rows y0:y1, columns x0:x1."""
+    """Cells x0:x1 (columns) and y0:y1 (rows) of the feature grid; may extend beyond it."""
 
     x0: int
     y0: int
@@ -39,100 +50,141 @@ class Region:
     def empty(self) -> bool:
         return self.x1 <= self.x0 or self.y1 <= self.y0
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.y1 - self.y0, self.x1 - self.x0
+
+    def clip(self, height: int, width: int) -> Region:
+        return Region(max(0, self.x0), max(0, self.y0), min(width, self.x1), min(height, self.y1))
+
+    def within(self, outer: Region) -> tuple[slice, slice]:
+        """This region's rows and columns inside `outer`'s own crop."""
+        return slice(self.y0 - outer.y0, self.y1 - outer.y0), slice(self.x0 - outer.x0, self.x1 - outer.x0)
+
     def crop(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The region's cells of an (…, H, W) map; it must lie on the grid (see clip)."""
         return fmap[..., self.y0:self.y1, self.x0:self.x1]
 
 
+def box_cells(box) -> Region:
+    """The reference's cells of a box given in grid units: edges floored, at least one cell each way."""
+    x1, y1, x2, y2 = (math.floor(float(v) + _EDGE_EPS) for v in box)
+    return Region(x1, y1, max(x1 + 1, x2), max(y1 + 1, y2))
+
+
 def box_region(box, height: int, width: int) -> Region:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    cx0, cy0 = math.floor(x1), math.floor(y1)
-    cx1, cy1 = max(cx0 + 1, math.ceil(x2)), max(cy0 + 1, math.ceil(y2))
-    return Region(max(0, cx0), max(0, cy0), min(width, cx1), min(height, cy1))
+    """The on-grid cells of a box given in grid units."""
+    return box_cells(box).clip(height, width)
 
 
-def _source_coords(region: Region, box_j, box_0, src_region: Region):
-    """For each cell of `region` (in box j), its continuous source position in box 0, normalised to
-    src_region for grid_sample, and whether that position lies on the grid."""
-    xs = torch.arange(region.x0, region.x1, dtype=torch.float64) + 0.5
-    ys = torch.arange(region.y0, region.y1, dtype=torch.float64) + 0.5
-    bj, b0 = [float(v) for v in box_j], [float(v) for v in box_0]
-    sx = b0[0] + (xs - bj[0]) / (bj[2] - bj[0]) * (b0[2] - b0[0])
-    sy = b0[1] + (ys - bj[1]) / (bj[3] - bj[1]) * (b0[3] - b0[1])
-    nx = 2 * (sx - src_region.x0) / (src_region.x1 - src_region.x0) - 1
-    ny = 2 * (sy - src_region.y0) / (src_region.y1 - src_region.y0) - 1
-    return nx, ny, sx, sy
+def full_crop(fmap: torch.Tensor, cells: Region) -> torch.Tensor:
+    """(C, H, W) -> (C, h, w) of all of the box's cells; cells off the grid repeat the nearest on-grid cell."""
+    _, h, w = fmap.shape
+    inside = cells.clip(h, w)
+    crop = inside.crop(fmap)
+    pad = (inside.x0 - cells.x0, cells.x1 - inside.x1, inside.y0 - cells.y0, cells.y1 - inside.y1)
+    return F.pad(crop[None], pad, mode="replicate")[0] if any(pad) else crop
 
 
-def map_from_first_box(src: torch.Tensor, src_region: Region, region: Region, box_j, box_0, grid_hw, mode="bilinear"):
-    """Sample `src` (C, h0, w0), the crop of box 0, at the positions of box j's cells.
-
-    Returns (values (C, h, w), valid (h, w) bool): valid where the source position is on the grid."""
-    nx, ny, sx, sy = _source_coords(region, box_j, box_0, src_region)
-    gy, gx = torch.meshgrid(ny, nx, indexing="ij")
-    grid = torch.stack([gx, gy], -1)[None].to(src.device, src.dtype if src.is_floating_point() else torch.float32)
-    inp = src[None] if src.is_floating_point() else src[None].float()
-    out = F.grid_sample(inp, grid, mode=mode, padding_mode="border", align_corners=False)[0]
-    h, w = grid_hw
-    vy = (sy >= 0) & (sy < h)
-    vx = (sx >= 0) & (sx < w)
-    valid = (vy[:, None] & vx[None, :]).to(src.device)
-    return out, valid
+def resize(t: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """(C, h, w) -> (C, *size) by F.interpolate (align_corners=False where it applies)."""
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    corners = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(t[None], size=size, mode=mode, **corners)[0]
 
 
 def point_vectors(feat0: torch.Tensor, points, region0: Region, box0) -> torch.Tensor:
-    """Feature vectors of frame 0 at the salient points (grid coords); the box centre when none."""
-    _, h, w = feat0.shape
+    """(K, C): frame 0's feature vectors at the salient points' cells (grid coordinates, kept inside the first
+    box's on-grid cells); the box centre when there are none."""
     pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2) if points is not None else torch.zeros(0, 2)
     if pts.numel() == 0:
         pts = torch.tensor([[(box0[0] + box0[2]) / 2, (box0[1] + box0[3]) / 2]], dtype=torch.float64)
-    xs = pts[:, 0].floor().long().clamp(region0.x0, region0.x1 - 1).clamp(0, w - 1)
-    ys = pts[:, 1].floor().long().clamp(region0.y0, region0.y1 - 1).clamp(0, h - 1)
+    xs = pts[:, 0].floor().long().clamp(region0.x0, region0.x1 - 1)
+    ys = pts[:, 1].floor().long().clamp(region0.y0, region0.y1 - 1)
     return feat0[:, ys.to(feat0.device), xs.to(feat0.device)].T
 
 
-def group_terms(feats: torch.Tensor, boxes, points, mask_mode: str = "semantic", group: int = 0):
-    """Yield (frame j, region j, mask (h, w) float, diff (M, h, w)) for one group, frames j >= 1."""
-    n_frames, _, h, w = feats.shape
-    b = torch.as_tensor(boxes, dtype=torch.float64)
-    region0 = box_region(b[group, 0], h, w)
+@dataclass
+class Term:
+    """One group's term in frame j: the on-grid cells of its box, each layer's mask weight w (L, h, w) and
+    each layer's difference to the target (M_l, h, w)."""
+
+    frame: int
+    region: Region
+    weights: torch.Tensor
+    diffs: list[torch.Tensor]
+
+
+def first_frame(layers: list[torch.Tensor], boxes: torch.Tensor, points, mask_mode: str, group: int):
+    """(cells of the first box, its on-grid part, each layer's point vectors, first-frame masks (L, h0, w0)
+    on the on-grid part, or None when mask_mode is off)."""
+    h, w = layers[0].shape[-2:]
+    cells0 = box_cells(boxes[group, 0])
+    region0 = cells0.clip(h, w)
     if region0.empty:
         raise ValueError(f"boxes: the first box of group {group} lies entirely outside the {w}x{h} feature grid")
-    target_src = region0.crop(feats[0].detach())
-    vecs = point_vectors(feats[0].detach(), points, region0, b[group, 0])
-    m1 = semantic_mask(target_src, vecs).float() if mask_mode == "semantic" or mask_mode == "static" else None
+    vecs = [point_vectors(layer[0].detach(), points, region0, boxes[group, 0]) for layer in layers]
+    m1 = None if mask_mode == "off" else layer_masks([region0.crop(layer[0].detach()) for layer in layers], vecs)
+    return cells0, region0, vecs, m1
+
+
+def group_terms(layers: list[torch.Tensor], boxes, points, mask_mode: str = "semantic", group: int = 0):
+    """Yield the Term of each frame j >= 1 whose box has cells on the grid, for one group."""
+    b = torch.as_tensor(boxes, dtype=torch.float64)
+    n_frames = layers[0].shape[0]
+    h, w = layers[0].shape[-2:]
+    cells0, region0, vecs, m1 = first_frame(layers, b, points, mask_mode, group)
+    dtype, device = layers[0].dtype, layers[0].device
+    rows0, cols0 = region0.within(cells0)
+    inside0 = torch.zeros(1, *cells0.size, dtype=dtype, device=device)
+    inside0[:, rows0, cols0] = 1.0
+    if m1 is not None:
+        first_masks = torch.zeros(len(layers), *cells0.size, dtype=dtype, device=device)
+        first_masks[:, rows0, cols0] = m1.to(dtype)
+    targets = [full_crop(layer[0].detach(), cells0) for layer in layers]
     for j in range(1, n_frames):
-        region = box_region(b[group, j], h, w)
+        cells = box_cells(b[group, j])
+        region = cells.clip(h, w)
         if region.empty:
             continue
-        target, valid = map_from_first_box(target_src, region0, region, b[group, j], b[group, 0], (h, w))
-        mask = valid.to(feats.dtype)
+        rows, cols = region.within(cells)
+        weights = resize(inside0, cells.size, "nearest-exact")[:, rows, cols].expand(len(layers), -1, -1)
         if m1 is not None:
-            m1_j, _ = map_from_first_box(m1[None], region0, region, b[group, j], b[group, 0], (h, w), mode="nearest")
-            mask = mask * m1_j[0].to(feats.dtype)
-        current = region.crop(feats[j])
+            weights = weights * resize(first_masks, cells.size, "bilinear")[:, rows, cols]
         if mask_mode == "semantic":
-            mask = mask * semantic_mask(current.detach(), vecs).to(feats.dtype)
-        yield j, region, mask, current - target
+            weights = weights * layer_masks([region.crop(layer[j].detach()) for layer in layers], vecs).to(dtype)
+        diffs = [region.crop(layer[j]) - resize(t, cells.size, "bicubic")[:, rows, cols] for layer, t in zip(layers, targets, strict=True)]
+        yield Term(j, region, weights, diffs)
 
 
-def alignment_loss(feats: torch.Tensor, boxes, points, mask_mode: str = "semantic") -> torch.Tensor:
-    """Eq. 3 + 8 summed over groups and frames j >= 1 (0-based), each term normalised by its mask area.
-
-    boxes: (G, F, 4) on the feature grid; points: G lists/tensors of (x, y) grid points (may be empty).
-    """
-    if feats.ndim != 4:
-        raise ValueError(f"feats: expected (F, M, H, W), got shape {tuple(feats.shape)}")
+def check_inputs(layers, boxes, points, mask_mode: str) -> torch.Tensor:
+    if not layers or any(t.ndim != 4 or t.shape[0] != layers[0].shape[0] or t.shape[2:] != layers[0].shape[2:] for t in layers):
+        raise ValueError(f"layers: expected (F, M_l, H, W) maps of the same frames and grid, got {[tuple(t.shape) for t in layers]}")
     if mask_mode not in MASK_MODES:
         raise ValueError(f"mask_mode: expected one of {', '.join(MASK_MODES)}, got '{mask_mode}'")
     b = torch.as_tensor(boxes, dtype=torch.float64)
-    if b.ndim != 3 or b.shape[2] != 4 or b.shape[1] != feats.shape[0]:
-        raise ValueError(f"boxes: expected (groups, {feats.shape[0]}, 4), got shape {tuple(b.shape)}")
+    if b.ndim != 3 or b.shape[2] != 4 or b.shape[1] != layers[0].shape[0]:
+        raise ValueError(f"boxes: expected (groups, {layers[0].shape[0]}, 4), got shape {tuple(b.shape)}")
     if not torch.isfinite(b).all():
         raise ValueError("boxes: contain NaN or inf")
     if len(points) != b.shape[0]:
         raise ValueError(f"points: expected one entry per group ({b.shape[0]}), got {len(points)}")
-    total = feats.new_zeros(())
+    return b
+
+
+def alignment_loss(layers: list[torch.Tensor], boxes, points, mask_mode: str = "semantic") -> torch.Tensor:
+    """Eq. 3 + 8 over groups, frames j >= 1 (0-based) and layers, normalised by the total mask count.
+
+    layers: per optimised layer (F, M_l, H, W); boxes: (G, F, 4) in grid units; points: G lists/tensors of
+    (x, y) grid points (may be empty). Zero, with no gradient, when no mask has any weight.
+    """
+    b = check_inputs(layers, boxes, points, mask_mode)
+    total = layers[0].new_zeros(())
+    count = layers[0].new_zeros(())
     for g in range(b.shape[0]):
-        for _, _, mask, diff in group_terms(feats, b, points[g], mask_mode, g):
-            total = total + (mask * diff.pow(2)).sum() / mask.sum().clamp_min(1.0)
-    return total
+        for term in group_terms(layers, b, points[g], mask_mode, g):
+            for weight, diff in zip(term.weights, term.diffs, strict=True):
+                total = total + (weight.square() * diff.square().mean(0)).sum()
+            count = count + term.weights.sum()
+    return total / count.clamp_min(1e-8)

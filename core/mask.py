@@ -1,6 +1,10 @@
 """Semantic masks (paper Eq. 5-7): cosine similarity to salient points, max over points, then an
 EXACT 2-means of the 1-D similarity values; the cluster with the higher centre is the foreground.
 
+With several optimised layers (the reference's rule): each layer has its own similarity map, over its
+own PCA channels, and ONE 2-means threshold over the values of all layers' maps together gives a mask
+per layer.
+
 1-D 2-means has a closed solution: the optimal clusters are a split of the sorted values, so scanning
 every split with prefix sums finds the global optimum, deterministically (the reference's unseeded
 k-means does not). Ties: the first optimal split in ascending order wins. All-equal values cannot be
@@ -52,7 +56,15 @@ def cosine_similarity_map(feats: torch.Tensor, points: torch.Tensor, eps: float 
 
 
 def semantic_mask(feats: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Eq. 5-7: a boolean (h, w) foreground mask of the region most similar to the salient points."""
-    sim = cosine_similarity_map(feats.detach(), points.detach()).amax(0)  # Eq. 6
-    threshold, _, _ = two_means_1d(sim)
-    return sim >= threshold
+    """Eq. 5-7 for one layer: a boolean (h, w) foreground mask of the region most similar to the salient points."""
+    return layer_masks([feats], [points])[0]
+
+
+def layer_masks(feats: list[torch.Tensor], points: list[torch.Tensor]) -> torch.Tensor:
+    """Eq. 5-7 over several layers: feats[l] (C_l, h, w) and the salient points' vectors points[l] (K, C_l) ->
+    (L, h, w) boolean masks, one per layer, cut by one 2-means threshold over all layers' similarities."""
+    if len(feats) != len(points) or not feats:
+        raise ValueError(f"feats, points: expected one entry per layer each, got {len(feats)} and {len(points)}")
+    sims = torch.stack([cosine_similarity_map(f.detach(), p.detach()).amax(0) for f, p in zip(feats, points, strict=True)])
+    threshold, _, _ = two_means_1d(sims)  # Eq. 6 per layer, Eq. 7 once over all
+    return sims >= threshold

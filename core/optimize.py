@@ -1,14 +1,18 @@
 """The per-step latent optimisation of AnyI2V (paper Sec. 3.3), as small pure functions.
 
 Query maps: for each optimised layer, PCA (fit without gradient over all frames and pixels, Eq. 4)
-reduces the queries to M channels; each map is resized (bicubic) to the (H/4, W/4) grid of the
-image and the layers are concatenated. Updates: the reference builds a NEW AdamW(lr, weight_decay=0.01)
-every iteration, whose first step is a sign-like step; ``adam`` keeps Adam's state across the
-iterations of one denoising step instead.
+reduces the queries to M channels; each map is resized (bicubic) to the (H/4, W/4) grid of the image.
+
+Updates act on z_t, the unit-variance latent the paper and the reference optimise (diffusers' latent),
+not on ComfyUI's k-diffusion latent x = z_t * sqrt(1 + sigma^2): so ``lr`` means the paper's step per
+element. ``adamw_fresh``: the reference builds a NEW AdamW(lr, weight_decay=0.01) every iteration, whose
+first step is a sign-like step of lr; ``adam_persistent`` keeps Adam's state across the iterations of one
+denoising step instead.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -20,9 +24,15 @@ UPDATE_RULES = ("adamw_fresh", "adam_persistent")
 COMPRESS = 4  # the feature grid is (H/4, W/4) of the image (the reference's compress_factor)
 
 
+def latent_scale(sigma) -> float:
+    """x / z_t for a k-diffusion latent x at noise level sigma: sqrt(1 + sigma^2)."""
+    return math.sqrt(1.0 + float(sigma) ** 2)
+
+
 def query_maps(queries: dict[int, torch.Tensor], grids: dict[int, tuple[int, int]], out_hw: tuple[int, int],
-               n_components: int = 64) -> torch.Tensor:
-    """queries {block: (F, h*w, C)} -> (F, sum of M, H/4, W/4) PCA-reduced maps, differentiable."""
+               n_components: int = 64) -> list[torch.Tensor]:
+    """queries {block: (F, h*w, C)} -> per block in ascending order, (F, M, H/4, W/4) PCA-reduced maps,
+    differentiable."""
     maps = []
     for block in sorted(queries):
         q = queries[block]
@@ -33,7 +43,7 @@ def query_maps(queries: dict[int, torch.Tensor], grids: dict[int, tuple[int, int
         pca = PCA.fit(q.reshape(-1, c), n_components)
         reduced = pca.transform(q).reshape(f, h, w, -1).permute(0, 3, 1, 2)
         maps.append(F.interpolate(reduced, size=out_hw, mode="bicubic", align_corners=False))
-    return torch.cat(maps, dim=1)
+    return maps
 
 
 def adamw_fresh_step(x: torch.Tensor, grad: torch.Tensor, lr: float, weight_decay: float = 0.01,
@@ -64,7 +74,7 @@ class Adam:
 
 
 def make_update(rule: str, lr: float):
-    """A function (x, grad) -> new x for one optimisation step's iterations."""
+    """A function (z, grad) -> new z for one optimisation step's iterations (z: the latent in z_t units)."""
     if rule == "adamw_fresh":
         return lambda x, g: adamw_fresh_step(x, g, lr)
     if rule == "adam_persistent":

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .loss import box_region, group_terms, point_vectors
-from .mask import semantic_mask
+from .loss import first_frame, group_terms
 from .pca import PCA
 
 
@@ -26,18 +25,17 @@ def pca_rgb(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return rgb.reshape(f, h, w, 3)
 
 
-def first_frame_masks(maps: torch.Tensor, boxes, points) -> torch.Tensor:
-    """maps (1+, M, H, W) feature maps; boxes (G, >=1, 4) and points per group on that grid ->
-    (G, H, W) float masks of each group's semantic mask inside its first box (Eq. 5-7)."""
-    _, _, h, w = maps.shape
-    out = maps.new_zeros(len(boxes), h, w)
-    for g, gb in enumerate(torch.as_tensor(boxes, dtype=torch.float64)):
-        region = box_region(gb[0], h, w)
-        if region.empty:
-            continue
-        crop = region.crop(maps[0].detach())
-        vecs = point_vectors(maps[0].detach(), points[g], region, gb[0])
-        out[g, region.y0:region.y1, region.x0:region.x1] = semantic_mask(crop, vecs).to(out)
+def first_frame_masks(layers: list[torch.Tensor], boxes, points, mask_mode: str = "semantic") -> torch.Tensor:
+    """layers: per optimised layer (1+, M_l, H, W) maps; boxes (G, >=1, 4) and points per group on that grid ->
+    (G, H, W): where each group's first-frame masks (Eq. 5-7, any layer) lie in its first box (the whole
+    on-grid box when mask_mode is "off")."""
+    h, w = layers[0].shape[-2:]
+    b = torch.as_tensor(boxes, dtype=torch.float64)
+    out = layers[0].new_zeros(len(b), h, w)
+    for g in range(len(b)):
+        _, region, _, masks = first_frame(layers, b, points[g], mask_mode, g)
+        rows, cols = slice(region.y0, region.y1), slice(region.x0, region.x1)
+        out[g, rows, cols] = 1.0 if masks is None else masks.any(0).to(out)
     return out
 
 
@@ -47,22 +45,18 @@ def maps_rgb(maps: torch.Tensor) -> torch.Tensor:
     return pca_rgb(maps.detach().permute(0, 2, 3, 1).reshape(f, h * w, m), h, w)
 
 
-def loss_masks(maps: torch.Tensor, boxes, points, mask_mode: str = "semantic") -> torch.Tensor:
-    """(G, F, H, W) where the alignment loss of each group looks in each frame: frame 0's semantic mask in
-    its first box, and for the later frames the mask of that frame's term (Eq. 8; the box when mask_mode is
-    "off")."""
-    n, _, h, w = maps.shape
+def loss_masks(layers: list[torch.Tensor], boxes, points, mask_mode: str = "semantic") -> torch.Tensor:
+    """(G, F, H, W) where the alignment loss of each group looks in each frame (any layer): frame 0's masks in
+    its first box, and for the later frames where that frame's term has weight (Eq. 8)."""
+    n, _, h, w = layers[0].shape
+    detached = [t.detach() for t in layers]
     b = torch.as_tensor(boxes, dtype=torch.float64)
-    out = maps.new_zeros(len(b), n, h, w)
-    if mask_mode == "off":
-        for g in range(len(b)):
-            region = box_region(b[g, 0], h, w)
-            out[g, 0, region.y0:region.y1, region.x0:region.x1] = 1.0
-    else:
-        out[:, 0] = first_frame_masks(maps, b, points)
+    out = layers[0].new_zeros(len(b), n, h, w)
+    out[:, 0] = first_frame_masks(detached, b, points, mask_mode)
     for g in range(len(b)):
-        for j, region, mask, _ in group_terms(maps.detach(), b, points[g], mask_mode, g):
-            out[g, j, region.y0:region.y1, region.x0:region.x1] = (mask > 0).to(out)
+        for term in group_terms(detached, b, points[g], mask_mode, g):
+            r = term.region
+            out[g, term.frame, r.y0:r.y1, r.x0:r.x1] = (term.weights > 0).any(0).to(out)
     return out
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ..core.blocks import UNetLayout
 from ..core.loss import MASK_MODES, alignment_loss
-from ..core.optimize import COMPRESS, UPDATE_RULES, make_update, query_maps
+from ..core.optimize import COMPRESS, UPDATE_RULES, latent_scale, make_update, query_maps
 from ..core.trajectory import on_grid
 from .grad import checkpointed, trainable_weights, truncated_modules
 from .inject import StopForward, token_grid
@@ -109,8 +109,7 @@ class Optimizer:
         self.end_sigma = float(guider.model_patcher.get_model_object("model_sampling").percent_to_sigma(settings.opt_percent))
         self.losses: list[tuple[int, int, float]] = []
         self.backward_seconds = 0.0  # for the benchmark's overhead split
-        self.last_maps: torch.Tensor | None = None
-        self.last_blocks: list[tuple[int, int]] = []
+        self.last_maps: list[torch.Tensor] | None = None
 
     def active(self, sigma) -> bool:
         return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
@@ -140,32 +139,37 @@ class Optimizer:
     def loss(self, x, sigma, model_options):
         queries = self.queries(x, sigma, model_options)
         maps = query_maps(queries, self.grids(queries, x.shape[-2:]), self.grid_hw, self.settings.pca_dim)
-        self.last_maps = maps.detach()  # for the feature view: the maps of the latest iteration, and their blocks
-        self.last_blocks = [(b, min(self.settings.pca_dim, queries[b].shape[-1])) for b in sorted(queries)]
+        self.last_maps = [m.detach() for m in maps]  # for the feature view: each block's maps of the latest iteration
         return alignment_loss(maps, self.boxes, self.points, self.settings.mask_mode)
 
     def optimize(self, x, sigma, step, model_options, progress):
-        """Run the iterations of one denoising step; returns the optimised latent (same dtype/device)."""
+        """Run the iterations of one denoising step; returns the optimised latent (same dtype/device).
+
+        The update acts on z_t = x / sqrt(1 + sigma^2) (what the UNet sees; the paper's latent), so that lr is the
+        paper's step per element; the latent is unchanged (bit for bit) when no update is taken."""
         update = make_update(self.settings.update_rule, self.settings.lr)
+        scale = latent_scale(sigma)
         last = max(self.blocks)
         modules = truncated_modules(self.unet, last)
         # low memory: every layer before the stop block is checkpointed (activations recomputed in backward)
         saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
+        moved = False
         with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
-            z = x.detach().clone()
+            z = x.detach().clone() / scale
             for it in range(self.settings.iterations):
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 z = z.detach().requires_grad_(True)
-                loss = self.loss(z, sigma, model_options)
+                loss = self.loss(z * scale, sigma, model_options)
                 started = time.perf_counter()
                 (grad,) = torch.autograd.grad(loss, z, allow_unused=True)
                 self.backward_seconds += time.perf_counter() - started
-                if grad is None:
-                    grad = torch.zeros_like(z)
                 value = float(loss.detach())
                 self.losses.append((step, it, value))
                 log.info("AnyI2V: step %d iteration %d alignment loss %.6f", step, it, value)
-                z = update(z.detach(), grad.detach()) if self.settings.lr > 0 else z.detach()
+                if self.settings.lr > 0 and grad is not None and bool(grad.any()):  # no mask weight: no step (as the reference)
+                    z, moved = update(z.detach(), grad.detach()), True
                 progress()
+        if not moved:
+            return x
         with torch.inference_mode():
-            return z.detach().clone().to(x.dtype)
+            return (z.detach() * scale).to(x.dtype)

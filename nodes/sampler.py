@@ -111,11 +111,8 @@ class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
         opt = self.fn.optimizer
         if opt is None or opt.last_maps is None:
             return torch.zeros(frames, *image_hw, 3), torch.zeros(frames, *image_hw)
-        maps = opt.last_maps.float().cpu()
-        panels, start = [], 0
-        for _, channels in opt.last_blocks:
-            panels.append(upsample(maps_rgb(maps[:, start:start + channels]), *image_hw))
-            start += channels
+        maps = [m.float().cpu() for m in opt.last_maps]
+        panels = [upsample(maps_rgb(m), *image_hw) for m in maps]
         masks = loss_masks(maps, opt.boxes, opt.points, self.fn.settings.mask_mode).amax(0)
         return torch.cat(panels, dim=2), upsample(masks, *image_hw)
 
@@ -147,14 +144,17 @@ def settings_inputs():
         io.Float.Input("opt_percent", default=0.24, min=0.0, max=1.0, step=0.01,
                        tooltip="Optimise the latent before the steps in this first part of the schedule (0.24 = the first 6 of 25 steps)."),
         io.Int.Input("iterations", default=5, min=0, max=100, tooltip="Optimisation iterations before each of those steps."),
-        io.Float.Input("lr", default=0.01, min=0.0, max=1.0, step=0.001, tooltip="Learning rate of the latent update (0 = no optimisation)."),
+        io.Float.Input("lr", default=0.01, min=0.0, max=1.0, step=0.001, tooltip="Step of the latent update per element and iteration, in units of the unit-variance "
+                                 "latent z_t = x / sqrt(1 + sigma^2) the paper optimises (the paper: 0.01; 0 = no optimisation)."),
         io.Combo.Input("update_rule", options=list(UPDATE_RULES), default="adamw_fresh",
-                       tooltip="adamw_fresh: the reference's new AdamW each iteration (a sign-like step); adam_persistent: Adam kept across a step's iterations."),
+                       tooltip="adamw_fresh: the reference's new AdamW each iteration (a sign-like step of lr on every element of z_t); "
+                                "adam_persistent: Adam kept across a step's iterations."),
         io.Int.Input("pca_dim", default=64, min=1, max=1280, tooltip="Principal components M kept of the queries (Eq. 4)."),
         io.String.Input("query_blocks", default="Query 1.1, Query 2.0",
                         tooltip="Attention blocks whose queries are aligned (paper names or output_blocks indices)."),
         io.Combo.Input("mask_mode", options=list(MASK_MODES), default="semantic",
-                       tooltip="semantic: adaptive masks from the salient points (Sec. 3.4); static: the first frame's mask; off: whole boxes."),
+                       tooltip="semantic: adaptive masks from the salient points (Sec. 3.4), one per optimised block; static: the "
+                                "first frame's masks only; off: whole boxes."),
         io.Boolean.Input("low_memory", default=False,
                          tooltip="Checkpoint every UNet layer of the optimisation forwards: peak memory about that of "
                                  "plain sampling instead of ~3x, for about a third more time."),

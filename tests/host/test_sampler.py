@@ -14,24 +14,50 @@ def samples(host, p, node="aks"):
     return host.node_output(p, node)[0]["samples"].clone()
 
 
-def run_sampler(host, p, progress=None, **settings):
+def run_sampler(host, p, progress=None, model=None, steps=4, **settings):
     """Sample with the executor-loaded models and an AnyI2V SAMPLER; return (samples, losses)."""
     import comfy.sample
     import comfy.samplers
 
     sampler_mod = pack_module("nodes.sampler")
-    model = host.node_output(p, "inj")[0]
+    model = model or host.node_output(p, "inj")[0]
     traj = host.node_output(p, "traj")[0]
     pos, neg = host.node_output(p, "pos")[0], host.node_output(p, "neg")[0]
     values = dict(prompts.SETTINGS, **settings)
     sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj,
                                         progress=progress)
     latent = torch.zeros(4, 4, 8, 8)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps)
     with torch.inference_mode():
         out = comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 3), 4.0, sampler, sigmas, pos, neg,
                                          latent, seed=3)
     return out, sampler.losses
+
+
+@pytest.mark.parametrize("lr", [0.01, 0.003])
+def test_adamw_fresh_moves_z_t_by_lr_per_element_per_iteration(host, lr):
+    """The reference optimises diffusers' z_t with a fresh AdamW each iteration: a sign step of lr per element.
+    The UNet's input IS z_t = x / sqrt(1 + sigma^2) (ComfyUI's own input scaling), so between the gradient
+    forwards of one step its mean |change| per element must be lr, at every sigma of the window (the pack used
+    to step x by lr: 0.04 lr in z_t at the first step here)."""
+    import comfy.patcher_extension
+
+    seen: dict[float, list[torch.Tensor]] = {}
+
+    def record(executor, *args, **kwargs):
+        if torch.is_grad_enabled():  # the optimisation's forwards (the CFG steps run without gradient)
+            seen.setdefault(round(float(args[5]["sigmas"].max()), 6), []).append(args[0].detach().clone())
+        return executor(*args, **kwargs)
+
+    p = prompts.full()
+    model = host.node_output(p, "inj")[0].clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record_z", record)
+    run_sampler(host, p, model=model, steps=8, iterations=5, lr=lr)
+    assert len(seen) >= 2, f"the window should hold at least two sigmas, got {sorted(seen)}"
+    for sigma, inputs in seen.items():
+        assert len(inputs) == 5
+        steps = [float((b - a).abs().mean()) for a, b in zip(inputs[:-1], inputs[1:], strict=True)]
+        assert all(abs(s - lr) <= 0.03 * lr for s in steps), (sigma, [s / lr for s in steps])
 
 
 def test_loss_decreases_over_the_iterations_of_a_step(host):

@@ -1,111 +1,187 @@
-"""Eq. 3 + 8 against an independent computation (integer crops, F.interpolate, numpy 2-means)."""
+"""Eq. 3, 5-8 against an independent loop-by-loop computation of the reference's rule, written from its
+description (docs: reference-parity.md): per layer its own similarity map over its own PCA channels, max over
+the salient points; ONE 2-means threshold over all layers' values; a mask per layer for frame j and for frame 0;
+each layer's loss masked by its own pair, averaged over its channels; the sum over groups, frames, layers and
+cells divided by the total mask count. Box cells floored; the frame-0 crop resized to box j bicubically, the
+first-frame mask bilinearly (both align_corners=False, resampled here cell by cell in numpy)."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from core.loss import alignment_loss
+from core.loss import alignment_loss, box_cells
+
+A = -0.75  # the bicubic convolution constant of PyTorch (and OpenCV)
 
 
-def np_mask(crop, vecs):
-    """Independent Eq. 5-7: numpy cosine similarity, max over points, brute-force 2-means."""
-    c = crop.reshape(crop.shape[0], -1)
-    sim = (vecs @ c) / np.linalg.norm(vecs, axis=1)[:, None] / np.maximum(np.linalg.norm(c, axis=0), 1e-8)[None]
-    sim = sim.max(0)
-    u = np.unique(sim)
+def cells(box):
+    x1, y1, x2, y2 = (math.floor(v) for v in box)
+    return x1, y1, max(x1 + 1, x2), max(y1 + 1, y2)
+
+
+def cubic_weights(t):
+    c1 = lambda x: ((A + 2) * x - (A + 3)) * x * x + 1  # noqa: E731  |x| <= 1
+    c2 = lambda x: ((A * x - 5 * A) * x + 8 * A) * x - 4 * A  # noqa: E731  1 < |x| < 2
+    return [c2(t + 1), c1(t), c1(1 - t), c2(2 - t)]
+
+
+def bicubic_at(img, oy, ox, out_h, out_w):
+    """img (C, h, w) resized to (out_h, out_w), the value at output cell (oy, ox)."""
+    _, h, w = img.shape
+    sy, sx = (oy + 0.5) * h / out_h - 0.5, (ox + 0.5) * w / out_w - 0.5
+    iy, ix = math.floor(sy), math.floor(sx)
+    wy, wx = cubic_weights(sy - iy), cubic_weights(sx - ix)
+    out = np.zeros(img.shape[0])
+    for a in range(4):
+        for b in range(4):
+            out += wy[a] * wx[b] * img[:, min(max(iy - 1 + a, 0), h - 1), min(max(ix - 1 + b, 0), w - 1)]
+    return out
+
+
+def bilinear_at(img, oy, ox, out_h, out_w):
+    h, w = img.shape
+    sy, sx = max((oy + 0.5) * h / out_h - 0.5, 0.0), max((ox + 0.5) * w / out_w - 0.5, 0.0)
+    y0, x0 = math.floor(sy), math.floor(sx)
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+    ly, lx = sy - y0, sx - x0
+    return ((1 - ly) * ((1 - lx) * img[y0, x0] + lx * img[y0, x1]) + ly * ((1 - lx) * img[y1, x0] + lx * img[y1, x1]))
+
+
+def two_means_threshold(values):
+    """Brute force: the threshold (a value) whose split has the least within-cluster sum of squares."""
+    u = np.unique(values)
     if u.size < 2:
-        return np.ones(crop.shape[1:], bool)
-    best = min(u[1:], key=lambda t: sum(((g - g.mean()) ** 2).sum() for g in (sim[sim < t], sim[sim >= t])))
-    return (sim >= best).reshape(crop.shape[1:])
+        return u[0]
+    return min(u[1:], key=lambda t: sum(((g - g.mean()) ** 2).sum() for g in (values[values < t], values[values >= t])))
 
 
-def reference(feats, boxes, points, mode, reuse_first_group_mask=False):
-    total = 0.0
-    f = feats.detach()
-    first_masks = []
+def cos(a, b):
+    return float(a @ b / max(np.linalg.norm(a), 1e-8) / max(np.linalg.norm(b), 1e-8))
+
+
+def reference(layers, boxes, points, mode):
+    """layers: list of (F, M_l, H, W) numpy arrays; boxes [group][frame] = (x1, y1, x2, y2) grid units."""
+    n_frames, _, H, W = layers[0].shape
+    n_layers = len(layers)
+    num = count = 0.0
     for g, gb in enumerate(boxes):
-        x1, y1, x2, y2 = gb[0]
-        crop0 = f[0, :, y1:y2, x1:x2]
-        vecs = np.stack([f[0, :, y, x].numpy() for x, y in points[g]])
-        m1 = np_mask(crop0.numpy(), vecs)
-        first_masks.append(m1)
-        if reuse_first_group_mask:
-            m1 = first_masks[0] if first_masks[0].shape == m1.shape else m1
-        for j in range(1, f.shape[0]):
-            a1, b1, a2, b2 = gb[j]
-            size = (b2 - b1, a2 - a1)
-            target = F.interpolate(crop0[None], size=size, mode="bilinear", align_corners=False)[0]
-            m1j = F.interpolate(torch.tensor(m1, dtype=torch.float32)[None, None], size=size, mode="nearest-exact")[0, 0]
-            cur = f[j, :, b1:b2, a1:a2]
-            mask = torch.ones(size)
-            if mode in ("semantic", "static"):
-                mask = mask * m1j
-            if mode == "semantic":
-                mask = mask * torch.tensor(np_mask(cur.numpy(), vecs), dtype=torch.float32)
-            total += float((mask * (cur - target) ** 2).sum() / mask.sum().clamp_min(1))
-    return total
+        x1, y1, x2, y2 = cells(gb[0])
+        crops0 = [lay[0, :, y1:y2, x1:x2] for lay in layers]
+        vecs = [[lay[0, :, math.floor(py), math.floor(px)] for px, py in points[g]] for lay in layers]
+
+        def sims(frame, cell_list, vecs=vecs):
+            return [[max(cos(layers[k][frame, :, y, x], v) for v in vecs[k]) for y, x in cell_list] for k in range(n_layers)]
+
+        first_cells = [(y, x) for y in range(y1, y2) for x in range(x1, x2)]
+        s0 = np.array(sims(0, first_cells))
+        m1 = (s0 >= two_means_threshold(s0.ravel())).astype(float).reshape(n_layers, y2 - y1, x2 - x1)
+        if mode == "off":
+            m1[:] = 1.0
+        for j in range(1, n_frames):
+            a1, b1, a2, b2 = cells(gb[j])
+            on = [(y, x) for y in range(max(b1, 0), min(b2, H)) for x in range(max(a1, 0), min(a2, W))]
+            if not on:
+                continue
+            sj = np.array(sims(j, on))
+            mj = (sj >= two_means_threshold(sj.ravel())).astype(float) if mode == "semantic" else np.ones_like(sj)
+            for k in range(n_layers):
+                for c, (y, x) in enumerate(on):
+                    oy, ox = y - b1, x - a1
+                    wgt = mj[k, c] * bilinear_at(m1[k], oy, ox, b2 - b1, a2 - a1)
+                    target = bicubic_at(crops0[k], oy, ox, b2 - b1, a2 - a1)
+                    num += wgt**2 * ((layers[k][j, :, y, x] - target) ** 2).mean()
+                    count += wgt
+    return num / max(count, 1e-8)
 
 
+# two layers of different widths; a non-square grid
+SHAPES = [(4, 3, 12, 16), (4, 5, 12, 16)]
+# group 0: a non-square box growing and moving, frame 3 partly off the grid; group 1: shrinking, fractional edges
 BOXES = [
-    [(2, 2, 8, 8), (3, 2, 9, 8), (4, 3, 10, 9), (5, 3, 13, 11)],
-    [(10, 10, 15, 14), (9, 10, 14, 14), (8, 9, 13, 13), (7, 9, 11, 12)],
+    [(2.0, 1.0, 8.0, 5.0), (3.0, 1.5, 10.5, 6.25), (4.25, 2.0, 12.0, 8.0), (9.0, 3.0, 18.0, 10.0)],
+    [(8.5, 6.0, 14.0, 11.0), (8.0, 6.25, 12.75, 10.5), (7.5, 6.5, 11.0, 10.0), (7.0, 7.0, 10.0, 9.5)],
 ]
-POINTS = [[(4, 4), (6, 5)], [(12, 11)]]
+POINTS = [[(3.5, 2.5), (6.2, 4.1)], [(10.0, 8.0), (12.5, 9.9)]]  # two salient points per group
 
 
-def feats_fixture(seed=0):
+def layers_fixture(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(4, 6, 16, 16, generator=g)
+    out = [torch.randn(*s, generator=g, dtype=torch.float64) for s in SHAPES]
+    for t in out:  # an object in each group's first box, so the masks have structure
+        t[:, :, 2:4, 3:7] += 2.0 * torch.randn(1, t.shape[1], 1, 1, generator=g, dtype=torch.float64)
+        t[:, :, 7:10, 9:13] += 2.0 * torch.randn(1, t.shape[1], 1, 1, generator=g, dtype=torch.float64)
+    return out
 
 
 @pytest.mark.parametrize("mode", ["semantic", "static", "off"])
-def test_matches_independent_computation(mode):
-    feats = feats_fixture()
-    got = alignment_loss(feats, torch.tensor(BOXES, dtype=torch.float64), POINTS, mode)
-    assert float(got) == pytest.approx(reference(feats, BOXES, POINTS, mode), rel=1e-5)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_the_reference_rule_loop_by_loop(mode, seed):
+    layers = layers_fixture(seed)
+    got = float(alignment_loss(layers, torch.tensor(BOXES, dtype=torch.float64), POINTS, mode))
+    assert got == pytest.approx(reference([t.numpy() for t in layers], BOXES, POINTS, mode), rel=1e-9)
+
+
+def test_one_threshold_over_all_layers_not_one_per_layer():
+    """A layer whose similarities all sit above the other's: one shared 2-means keeps it whole and drops the
+    other (per-layer thresholds would split both)."""
+    from core.mask import layer_masks
+
+    a = torch.tensor([[[1.0, 0.0, 1.0, 0.0]], [[0.0, 1.0, 0.0, 1.0]]])  # cos to (1, 0): 1, 0, 1, 0
+    b = torch.tensor([[[1.0, 1.0, 1.0, 1.0]], [[0.0, 0.1, 0.0, 0.1]]])  # cos to (1, 0): 1, ~0.995, 1, ~0.995
+    pts = [torch.tensor([[1.0, 0.0]])] * 2
+    masks = layer_masks([a, b], pts)
+    assert masks[1].all() and masks[0].tolist() == [[True, False, True, False]]
 
 
 def test_each_group_uses_its_own_first_frame_mask():
-    """The reference bug reuses group 0's mask; with two different objects that gives another loss."""
-    boxes = [[(2, 2, 8, 8)] * 4, [(8, 8, 14, 14)] * 4]
-    feats = feats_fixture(3)
-    feats[:, :, 8:11, 8:14] += 4 * torch.randn(6, 1, 1, generator=torch.Generator().manual_seed(9))  # object 1: top half of its box
-    pts = [[(4, 4)], [(10, 9)]]
-    ours = float(alignment_loss(feats, torch.tensor(boxes, dtype=torch.float64), pts, "static"))
-    assert ours == pytest.approx(reference(feats, boxes, pts, "static"), rel=1e-5)
-    assert ours != pytest.approx(reference(feats, boxes, pts, "static", reuse_first_group_mask=True), rel=1e-3)
+    """The reference reuses group 0's first-frame mask for every group; with another object in group 1's box
+    that gives another loss."""
+    layers = layers_fixture(3)
+    ours = float(alignment_loss(layers, torch.tensor(BOXES, dtype=torch.float64), POINTS, "static"))
+    assert ours == pytest.approx(reference([t.numpy() for t in layers], BOXES, POINTS, "static"), rel=1e-9)
+    buggy = [BOXES[0], [BOXES[0][0]] + BOXES[1][1:]]  # group 1 seen through group 0's first box
+    assert ours != pytest.approx(reference([t.numpy() for t in layers], buggy, POINTS, "static"), rel=1e-3)
+
+
+def test_box_cells_floor_every_edge():
+    assert box_cells((2.0, 1.5, 7.99, 4.0)) == box_cells((2.9, 1.0, 7.0, 4.5))
+    r = box_cells((23.5, 26.25, 120.25, 70.0))
+    assert (r.x0, r.y0, r.x1, r.y1) == (23, 26, 120, 70)
+    one = box_cells((5.2, 5.2, 5.7, 5.9))  # thinner than a cell: one cell
+    assert (one.x0, one.y0, one.x1, one.y1) == (5, 5, 6, 6)
+    assert box_cells((-3.5, 0.0, 2.0, 1.0)).x0 == -4
 
 
 def test_frame_zero_is_the_target_only_and_gets_no_gradient():
-    feats = feats_fixture().requires_grad_(True)
-    loss = alignment_loss(feats, torch.tensor(BOXES, dtype=torch.float64), POINTS, "off")
-    loss.backward()
-    assert feats.grad[0].abs().sum() == 0
-    assert feats.grad[1:].abs().sum() > 0
-    single = feats_fixture()[:1]
+    layers = [t.requires_grad_(True) for t in layers_fixture()]
+    alignment_loss(layers, torch.tensor(BOXES, dtype=torch.float64), POINTS, "off").backward()
+    for t in layers:
+        assert t.grad[0].abs().sum() == 0 and t.grad[1:].abs().sum() > 0
+    single = [t.detach()[:1] for t in layers_fixture()]
     assert float(alignment_loss(single, torch.tensor([[BOXES[0][0]]], dtype=torch.float64), [POINTS[0]])) == 0.0
 
 
-def test_partial_box_keeps_geometry_and_outside_frames_are_skipped():
-    feats = feats_fixture(5)
-    boxes = torch.tensor([[(2, 2, 8, 8), (12, 4, 20, 10), (30, 30, 36, 36)]], dtype=torch.float64)
-    f = feats[:3]
-    got = float(alignment_loss(f, boxes, [[(4, 4)]], "off"))
-    full_target = F.interpolate(f[0, :, 2:8, 2:8][None], size=(6, 8), mode="bilinear", align_corners=False)[0]
-    visible = full_target[:, :, :4]  # columns 12..15 are on the 16-wide grid
-    expected = float(((f[1, :, 4:10, 12:16] - visible) ** 2).sum() / (6 * 4))
-    assert got == pytest.approx(expected, rel=1e-5)
+def test_a_first_box_partly_off_the_grid_gives_no_target_beyond_it():
+    """Its on-grid cells keep their place in the later boxes; the cells that map to off-grid cells count nothing."""
+    layers = [t[:2] for t in layers_fixture(4)]
+    boxes = torch.tensor([[(-2.0, 2.0, 4.0, 6.0), (5.0, 2.0, 11.0, 6.0)]], dtype=torch.float64)
+    got = float(alignment_loss(layers, boxes, [[(1.0, 3.0)]], "off"))
+    num = sum(float(((lay[1, :, 2:6, 7:11] - lay[0, :, 2:6, 0:4]) ** 2).mean(0).sum()) for lay in layers)
+    assert got == pytest.approx(num / (len(layers) * 4 * 4), rel=1e-12)
 
 
 def test_bad_inputs_name_the_field():
-    feats = feats_fixture()
-    outside = torch.tensor([[(40, 40, 44, 44)] * 4], dtype=torch.float64)
+    layers = layers_fixture()
+    boxes = torch.tensor(BOXES, dtype=torch.float64)
     with pytest.raises(ValueError, match="group 0"):
-        alignment_loss(feats, outside, [[]])
+        alignment_loss(layers, torch.tensor([[(40, 40, 44, 44)] * 4], dtype=torch.float64), [[]])
     with pytest.raises(ValueError, match="mask_mode"):
-        alignment_loss(feats, torch.tensor(BOXES, dtype=torch.float64), POINTS, "fuzzy")
+        alignment_loss(layers, boxes, POINTS, "fuzzy")
     with pytest.raises(ValueError, match="boxes"):
-        alignment_loss(feats, torch.zeros(2, 3, 4), POINTS)
+        alignment_loss(layers, torch.zeros(2, 3, 4), POINTS)
     with pytest.raises(ValueError, match="points"):
-        alignment_loss(feats, torch.tensor(BOXES, dtype=torch.float64), POINTS[:1])
+        alignment_loss(layers, boxes, POINTS[:1])
+    with pytest.raises(ValueError, match="layers"):
+        alignment_loss([layers[0], layers[1][:2]], boxes, POINTS)

@@ -19,7 +19,7 @@ def test_first_frame_masks_follow_the_object_inside_each_box():
     maps = torch.zeros(1, 2, 8, 8)
     maps[0, 0] = 1.0
     maps[0, :, 2:4, 2:4] = torch.tensor([0.0, 1.0])[:, None, None]  # object of group 0
-    masks = first_frame_masks(maps, torch.tensor([[[1, 1, 6, 6]], [[6, 6, 8, 8]]]), [[(2.5, 2.5)], []])
+    masks = first_frame_masks([maps], torch.tensor([[[1, 1, 6, 6]], [[6, 6, 8, 8]]]), [[(2.5, 2.5)], []])
     assert masks.shape == (2, 8, 8)
     assert masks[0, 2:4, 2:4].min() == 1 and masks[0].sum() == 4
     assert masks[1, :6].sum() == 0 and masks[1].sum() > 0
@@ -34,13 +34,13 @@ def test_loss_masks_follow_each_frames_box():
     maps[0, 0, 1:3, 1:3] += 5.0  # an object in frame 0's box, moved one cell right in frame 1
     maps[1, 0, 1:3, 2:4] += 5.0
     boxes = torch.tensor([[[1.0, 1.0, 4.0, 4.0], [2.0, 1.0, 5.0, 4.0], [9.0, 9.0, 12.0, 12.0]]])
-    off = loss_masks(maps, boxes, [[]], "off")
+    off = loss_masks([maps], boxes, [[]], "off")
     expected = torch.zeros(3, 8, 8)
     expected[0, 1:4, 1:4] = 1
     expected[1, 1:4, 2:5] = 1  # frame 2's box; frame 3's lies outside the grid: skipped
     assert torch.equal(off[0], expected)
-    semantic = loss_masks(maps, boxes, [[]], "semantic")
-    assert torch.equal(semantic[0, 0], first_frame_masks(maps, boxes, [[]])[0])
+    semantic = loss_masks([maps], boxes, [[]], "semantic")
+    assert torch.equal(semantic[0, 0], first_frame_masks([maps], boxes, [[]])[0])
     assert (semantic[0] <= expected).all()
     assert semantic[0, 0, 1:3, 1:3].min() == 1 and semantic[0, 1, 1:3, 2:4].min() == 1  # the object, where it is
     rgb = maps_rgb(maps)
