@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.examples import copy_inputs
 from tests.support.host import host_dir
 from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer
 
@@ -72,6 +73,7 @@ def server(request):
             pytest.skip("the newest comfyui-frontend-package could not be installed (no registry access?)")
     with ComfyServer(extra_nodes=[STANDIN_ADE, TINY_MODELS_PACK], front_end_root=root) as s:
         s.frontend = frontend_version(root) if root else "1.32.9 (bundled)"
+        copy_inputs(s.base / "input")
         yield s
 
 
@@ -85,9 +87,14 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+BLANK_WORKFLOW = {"last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [], "groups": [], "config": {},
+                  "extra": {}, "version": 0.4}
+
+
+def open_frontend(context, server):
+    """A page of the real frontend, ready: our node type registered, dialogs closed, a blank workflow
+    loaded the way the frontend loads any (so its undo history starts clean), and deprecation
+    warnings of its litegraph (where it has them) recorded with their call stacks."""
     page = context.new_page()
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server.url) or
                route.request.url.startswith("data:") or route.request.url.startswith("blob:") else route.abort())
@@ -109,10 +116,34 @@ def page(browser, server):
         else:
             page.keyboard.press("Escape")
         page.wait_for_timeout(300)
-    page.evaluate("window.app.graph.clear()")
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", BLANK_WORKFLOW)
+    page.evaluate("""() => { window.__deprecations = [];
+        if (Array.isArray(LiteGraph.onDeprecationWarning)) {
+          LiteGraph.alwaysRepeatWarnings = true;
+          LiteGraph.onDeprecationWarning.push((m) => window.__deprecations.push(m + '\\n' + new Error().stack));
+        } }""")
+    return page
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield open_frontend(context, server)
     context.close()
+
+
+@pytest.fixture
+def vue_page(browser, server):
+    """The frontend with "Nodes 2.0" (the Vue node renderer) switched on; switched off again after."""
+    server.post_raw("/settings/Comfy.VueNodes.Enabled", b"true")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = open_frontend(context, server)
+        assert page.evaluate("() => app.extensionManager.setting.get('Comfy.VueNodes.Enabled')") is True
+        yield page
+    finally:
+        context.close()
+        server.post_raw("/settings/Comfy.VueNodes.Enabled", b"false")
 
 
 def screenshot(page, name):
