@@ -64,6 +64,16 @@ def test_one_undo_history_with_comfyui(page):
 
 def test_path_mode_extends_the_path_and_freehand_is_fine(page):
     add_editor(page)
+    # switching modes at the old default width moves nothing (a bold label used to wrap the bar)
+    page.evaluate("() => { window.__node.setSize([420, 620]); app.graph.setDirtyCanvas(true, true); }")
+    page.wait_for_timeout(200)
+    tops = []
+    for name in ("box", "path", "points", "box"):
+        mode(page, name)
+        tops.append(editor_state(page, "ed.canvas.getBoundingClientRect().top"))
+    assert max(tops) - min(tops) < 0.5, tops
+    page.evaluate("() => { window.__node.setSize([520, 620]); app.graph.setDirtyCanvas(true, true); }")
+    page.wait_for_timeout(200)
     drag(page, (20, 20), (80, 70))  # box 0, centre (50, 45)
     mode(page, "path")
     click(page, (120, 45))
