@@ -19,6 +19,7 @@ const HINTS = {
   points: "click inside a box to add or remove a query point",
 };
 const DEFAULT_SIZE = [520, 780];
+const NO_CLIPBOARD = "the browser gives no clipboard access here (it does on https and localhost): use the JSON box";
 const EDITOR_MIN_HEIGHT = 420;
 const live = new Set(); // editors on the canvas
 const uiState = new Map(); // node id -> {mode, selected, frame}: survives ComfyUI's undo, which rebuilds the node
@@ -81,7 +82,7 @@ class Editor {
       button("Clear", "anyi2v-clear", () => this.commit(null), "remove all boxes"), gap(),
       button("Undo", "anyi2v-undo", () => runCommand("Comfy.Undo"), "ComfyUI's undo (Ctrl+Z)"),
       button("Redo", "anyi2v-redo", () => runCommand("Comfy.Redo"), "ComfyUI's redo (Ctrl+Y)"), gap(),
-      button("Copy", "anyi2v-copy", () => navigator.clipboard?.writeText(this.text()), "copy the trajectory JSON"),
+      button("Copy", "anyi2v-copy", () => this.copy(), "copy the trajectory JSON"),
       button("Paste", "anyi2v-paste", () => this.pasteFromClipboard(), "paste a trajectory (reference JSON or KJNodes coordinates)"),
     ]);
     bar.style.cssText = "display:flex;gap:2px;flex-wrap:wrap;align-items:center";
@@ -188,12 +189,20 @@ class Editor {
     setTimeout(() => this.draw(), 6100);
   }
 
+  async copy() {
+    try {
+      await navigator.clipboard.writeText(this.text());
+    } catch {
+      this.say(NO_CLIPBOARD);
+    }
+  }
+
   async pasteFromClipboard() {
     let text;
     try {
       text = await navigator.clipboard.readText();
-    } catch (e) {
-      this.say(`paste: the clipboard cannot be read here (${e.message})`);
+    } catch {
+      this.say(NO_CLIPBOARD);
       return;
     }
     this.paste(text);
@@ -274,6 +283,9 @@ class Editor {
       return;
     }
     this.canvas.setPointerCapture?.(e.pointerId);
+    const current = this.state().traj;
+    const [iw, ih] = this.imageSize();
+    if (current.groups.length && (current.width !== iw || current.height !== ih)) this.write(current); // into the image's pixels first
     const t = this.editable();
     const p = this.toImage(e);
     const h = this.hit(p, t);
@@ -405,6 +417,14 @@ class Editor {
     ctx.globalAlpha = error ? 0.5 : 1;
     this.drawGroups(ctx, shown, v, frames);
     ctx.globalAlpha = 1;
+    const d = this.drag;
+    if (d?.kind === "new" && d.current) { // the box being drawn
+      ctx.strokeStyle = "#fff";
+      ctx.lineWidth = 1.5 / v.scale;
+      ctx.setLineDash([5 / v.scale, 4 / v.scale]);
+      ctx.strokeRect(d.start[0], d.start[1], d.current[0] - d.start[0], d.current[1] - d.start[1]);
+      ctx.setLineDash([]);
+    }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const cssW = c.width / dpr, cssH = c.height / dpr;
     if (error) this.banner(ctx, `Trajectory text error: ${error}. The last valid boxes are shown; fix the text, Undo, or Clear.`, cssW, "rgba(150,20,20,0.88)", 0);
@@ -490,7 +510,8 @@ function guardPaste(e) {
   const target = e.target;
   if (!(target instanceof HTMLTextAreaElement)) return;
   const text = e.clipboardData?.getData("text") ?? "";
-  if (text.length + target.value.length <= geo.MAX_TEXT_CHARS) return;
+  const kept = target.value.length - Math.abs((target.selectionEnd ?? 0) - (target.selectionStart ?? 0));
+  if (kept + text.length <= geo.MAX_TEXT_CHARS) return;
   const nodeId = target.closest("[data-node-id]")?.dataset.nodeId;
   const editor = [...live].find((ed) => {
     const w = ed.widget();

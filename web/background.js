@@ -179,8 +179,10 @@ export class Background {
         chain = imageChain(prompt, executionId(this.node, prompt));
       } catch (e) {
         if (look === this.looks) this.set(this.image, `no picture: the graph cannot be read (${e.message})`, !!this.image);
+        this.upstream = null; // look again at the next call
         return;
       }
+      if (!chain) this.upstream = null; // the graph was still being loaded: look again at the next call
     }
     if (look !== this.looks) return; // a newer look is under way
     const key = chain ? chainKey(chain) : null;

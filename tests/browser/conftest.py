@@ -64,7 +64,7 @@ def pytest_collection_modifyitems(config, items):
 FRONTENDS = ["bundled", "newest"]
 
 
-@pytest.fixture(scope="module", params=FRONTENDS)
+@pytest.fixture(scope="session", params=FRONTENDS)
 def server(request):
     root = None
     if request.param == "newest":
@@ -116,20 +116,36 @@ def open_frontend(context, server):
         else:
             page.keyboard.press("Escape")
         page.wait_for_timeout(300)
+    return fresh(page)
+
+
+def fresh(page):
+    """The open frontend made ready for the next test: a blank workflow loaded, no pending pointer or
+    menu, deprecation warnings recorded from here on."""
+    page.mouse.up()
+    page.keyboard.press("Escape")
     page.evaluate("async (wf) => { await app.loadGraphData(wf); }", BLANK_WORKFLOW)
     page.evaluate("""() => { window.__deprecations = [];
-        if (Array.isArray(LiteGraph.onDeprecationWarning)) {
+        if (Array.isArray(LiteGraph.onDeprecationWarning) && !window.__deprecationHook) {
+          window.__deprecationHook = (m) => window.__deprecations.push(m + '\\n' + new Error().stack);
           LiteGraph.alwaysRepeatWarnings = true;
-          LiteGraph.onDeprecationWarning.push((m) => window.__deprecations.push(m + '\\n' + new Error().stack));
+          LiteGraph.onDeprecationWarning.push(window.__deprecationHook);
         } }""")
+    page.console_errors.clear()
     return page
 
 
-@pytest.fixture
-def page(browser, server):
+@pytest.fixture(scope="module")
+def frontend(browser, server):
+    """One page of the frontend per test module and frontend (starting the app is the slow part)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     yield open_frontend(context, server)
     context.close()
+
+
+@pytest.fixture
+def page(frontend):
+    return fresh(frontend)
 
 
 @pytest.fixture

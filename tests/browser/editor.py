@@ -123,3 +123,21 @@ def band(page, top, rows=6):
 def our_deprecations(page):
     """Frontend deprecation warnings raised from this pack's code (stacks through its web files)."""
     return [d for d in page.evaluate("() => window.__deprecations ?? []") if "/extensions/ComfyUI-AnyI2V/" in d]
+
+
+def queue_and_wait(page, server, queue="keyboard", polls=300):
+    """Queue the graph (Ctrl+Enter with the editor focused, the frontend's own shortcut; or
+    app.queuePrompt) and return the new /history entry once it has completed."""
+    before = set(server.get("/history") or {})
+    if queue == "keyboard":
+        page.locator(".anyi2v-canvas").first.focus()
+        page.keyboard.press("Control+Enter")
+    else:
+        page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    for _ in range(polls):
+        page.wait_for_timeout(200)
+        new = {k: v for k, v in (server.get("/history") or {}).items() if k not in before}
+        done = [v for v in new.values() if v.get("status", {}).get("completed") is not None]
+        if done:
+            return done[0]
+    raise AssertionError("the queued prompt did not finish")

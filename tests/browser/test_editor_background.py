@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.editor import editor_state, find_node, our_deprecations
+from tests.browser.editor import editor_state, find_node, our_deprecations, queue_and_wait
 from tests.support.examples import INPUTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
@@ -37,7 +37,7 @@ def show_editor(page):
       app.canvas.ds.offset = [-n.pos[0] + 80, -n.pos[1] + 20]; app.graph.setDirtyCanvas(true, true); }""")
 
 
-def wait_picture(page, old=None, timeout=30000):
+def wait_picture(page, old=None, timeout=60000):
     page.wait_for_function(WAIT_PICTURE, arg=old, timeout=timeout)
     return page.evaluate("() => window.__node.anyi2vEditor.background.image.src")
 
@@ -61,18 +61,20 @@ def white_on_canvas(page):
 
 def test_example_1_shows_the_car_before_anything_runs_and_after_a_reload(page, server):
     posts = count_prompts(page)
+    history = set(server.get("/history"))
     load(page, EXAMPLE_1)  # Load Image -> Upscale Image -> editor; the models of the graph are not even installed
     src = wait_picture(page)
     assert np.abs(picture(server, src).astype(int) - input_image("anyi2v_canny_car.png")).max() <= 1
     assert white_on_canvas(page) > 300
-    assert len(posts) == 1  # one job: the image chain
-    assert server.get("/history") == {}  # it ran alone and left the user's history as it was
+    assert len(posts) <= 1  # at most one job (none if an earlier test of this page computed the same chain)
+    assert set(server.get("/history")) == history  # the job ran alone and left the user's history as it was
+    jobs = len(posts)
     page.reload()
     page.wait_for_function("() => !!(window.app && window.app.graph && app.graph._nodes.some(n => n.type === 'AnyI2VTrajectory'))", timeout=60000)
     find_node(page)
     show_editor(page)
     assert wait_picture(page) == src  # the same picture, remembered: nothing was run again
-    assert len(posts) == 1
+    assert len(posts) == jobs
     assert white_on_canvas(page) > 300
     assert our_deprecations(page) == []
 
@@ -132,14 +134,7 @@ def test_a_run_keeps_the_editor_its_size_and_picture(page, server):
     show_editor(page)
     src = wait_picture(page)
     before = editor_state(page, "[ed.canvas.getBoundingClientRect().width, ed.canvas.getBoundingClientRect().height]")
-    page.locator(".anyi2v-canvas").focus()
-    page.keyboard.press("Control+Enter")  # the frontend's Queue shortcut
-    for _ in range(150):
-        page.wait_for_timeout(200)
-        history = server.get("/history")
-        if history and next(iter(history.values()))["status"].get("completed") is not None:
-            break
-    entry = next(iter(server.get("/history").values()))
+    entry = queue_and_wait(page, server)  # Ctrl+Enter, the frontend's Queue shortcut
     assert entry["status"]["status_str"] == "success", entry["status"]
     out = next(v for k, v in entry["outputs"].items() if entry["prompt"][2][k]["class_type"] == "AnyI2VTrajectory")
     assert list(out) == ["anyi2v_background"]

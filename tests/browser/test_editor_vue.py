@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 
 from core.trajectory import Trajectory
-from tests.browser.editor import boxes, click, drag, editor_state, find_node, mode, our_deprecations, value
+from tests.browser.editor import (
+    boxes,
+    click,
+    drag,
+    editor_state,
+    find_node,
+    mode,
+    our_deprecations,
+    queue_and_wait,
+    value,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
 
@@ -61,17 +71,8 @@ def test_nodes_2_draw_resize_save_reload_run(vue_page, server):
 
     # run: the frontend's Queue shortcut from the editor; the server gets the editor's boxes
     sent_text = page.evaluate("() => window.__node.widgets.find(w => w.name === 'trajectory').value")
-    page.locator(".anyi2v-canvas").focus()
-    page.keyboard.press("Control+Enter")
-    entry = None
-    for _ in range(150):
-        page.wait_for_timeout(200)
-        history = server.get("/history")
-        if history:
-            entry = next(iter(history.values()))
-            if entry["status"].get("completed") is not None:
-                break
-    assert entry and entry["status"]["status_str"] == "success", entry
+    entry = queue_and_wait(page, server)
+    assert entry["status"]["status_str"] == "success", entry["status"]
     sent = next(n for n in entry["prompt"][2].values() if n["class_type"] == "AnyI2VTrajectory")
     assert np.allclose(Trajectory.from_reference_json(sent["inputs"]["trajectory"]).boxes(4),
                        Trajectory.from_reference_json(sent_text).boxes(4))
