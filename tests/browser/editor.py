@@ -33,6 +33,31 @@ def add_editor(page, width=256, height=128, frames=8):
     page.evaluate(RECORD)
 
 
+GRAPH = """([image]) => {
+  const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
+  const ed = add('AnyI2VTrajectory', [420, 40]);
+  const slot = ed.inputs.findIndex(i => i.name === 'image');
+  if (image) {
+    const load = add('LoadImage', [40, 40]); load.widgets.find(w => w.name === 'image').value = image;
+    load.connect(0, ed, slot);
+  } else {
+    const latent = add('EmptyLatentImage', [40, 40]); const decode = add('VAEDecode', [40, 300]);
+    latent.connect(0, decode, 0); decode.connect(0, ed, slot);
+  }
+  const sink = add('PreviewAny', [1000, 40]); ed.connect(0, sink, 0);
+  app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true);
+  window.__node = ed;
+}"""
+
+
+def add_graph(page, image=None):
+    """Load Image `image` (or, with None, Empty Latent -> VAE Decode: a model input) -> editor -> Preview Any,
+    set up by script and recorded in the undo history."""
+    page.evaluate(GRAPH, [image])
+    page.wait_for_selector(".anyi2v-canvas")
+    page.evaluate(RECORD)
+
+
 def add_editor_from_search(page, at=(300, 300)):
     """The node added as a user does: double-click the canvas, type its name, Enter."""
     page.evaluate("() => { app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true); }")

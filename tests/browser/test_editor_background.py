@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.editor import editor_state, find_node, our_deprecations, queue_and_wait
+from tests.browser.editor import add_graph, editor_state, find_node, our_deprecations, queue_and_wait
 from tests.support.examples import INPUTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
@@ -104,24 +104,9 @@ def test_picking_another_image_in_load_image_updates_the_picture(page, server):
     assert our_deprecations(page) == []
 
 
-GRAPH = """([model]) => {
-  const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
-  const ed = add('AnyI2VTrajectory', [420, 40]);
-  if (model) {
-    const latent = add('EmptyLatentImage', [40, 40]); const decode = add('VAEDecode', [40, 300]);
-    latent.connect(0, decode, 0); decode.connect(0, ed, ed.inputs.findIndex(i => i.name === 'image'));
-  } else {
-    const load = add('LoadImage', [40, 40]); load.widgets.find(w => w.name === 'image').value = 'anyi2v_two_balls.png';
-    load.connect(0, ed, ed.inputs.findIndex(i => i.name === 'image'));
-    const sink = add('PreviewAny', [1000, 40]); ed.connect(0, sink, 0);
-  }
-  window.__node = ed; app.graph.setDirtyCanvas(true, true);
-}"""
-
-
 def test_a_chain_with_a_model_says_so_instead_of_running_it(page):
     posts = count_prompts(page)
-    page.evaluate(GRAPH, [True])
+    add_graph(page)
     show_editor(page)
     page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('after a run')", timeout=20000)
     note = editor_state(page, "ed.background.note")
@@ -130,7 +115,7 @@ def test_a_chain_with_a_model_says_so_instead_of_running_it(page):
 
 
 def test_a_run_keeps_the_editor_its_size_and_picture(page, server):
-    page.evaluate(GRAPH, [False])
+    add_graph(page, "anyi2v_two_balls.png")
     show_editor(page)
     src = wait_picture(page)
     before = editor_state(page, "[ed.canvas.getBoundingClientRect().width, ed.canvas.getBoundingClientRect().height]")

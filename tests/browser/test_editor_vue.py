@@ -6,6 +6,7 @@ import pytest
 
 from core.trajectory import Trajectory
 from tests.browser.editor import (
+    add_graph,
     boxes,
     click,
     drag,
@@ -19,21 +20,9 @@ from tests.browser.editor import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
 
-GRAPH = """() => {
-  const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
-  const load = add('LoadImage', [40, 40]); load.widgets.find(w => w.name === 'image').value = 'anyi2v_canny_car.png';
-  const ed = add('AnyI2VTrajectory', [420, 40]); load.connect(0, ed, ed.inputs.findIndex(i => i.name === 'image'));
-  const sink = add('PreviewAny', [1000, 40]); ed.connect(0, sink, 0);
-  app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true);
-  window.__node = ed;
-  const t = app.extensionManager.workflow.activeWorkflow.changeTracker; (t.captureCanvasState ?? t.checkState).call(t);
-}"""
-
-
 def test_nodes_2_draw_resize_save_reload_run(vue_page, server):
     page = vue_page
-    page.evaluate(GRAPH)
-    page.wait_for_selector(".anyi2v-canvas")
+    add_graph(page, "anyi2v_canny_car.png")
     assert page.evaluate("() => !!document.querySelector(`[data-node-id='${window.__node.id}'] .anyi2v-canvas`)")
     page.wait_for_function("() => { const b = window.__node.anyi2vEditor.background; return !!(b.image && !b.note); }", timeout=30000)
 
