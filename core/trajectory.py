@@ -11,17 +11,29 @@ Formats read and written: the reference JSON (``bounding_box``, ``target_box``, 
 ``query_point``, plus our optional ``width``, ``height``, ``frames``; without a size the reference's
 512 x 512 is assumed) and the KJNodes SplineEditor coordinates (a list of {"x", "y"} points, or a
 list of such lists).
+
+Limits (the same in web/geometry.js, refused with a message naming the field): the text, the JSON
+nesting, the number of groups, path points and query points, the image size, the frame count, and
+where coordinates may lie: at most one image size beyond each edge of the trajectory's own image.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 DEFAULT_SIZE = 512
+MAX_TEXT_CHARS = 524_288  # 512 KiB of JSON: far beyond MAX_GROUPS full paths, far below what slows the frontend
+MAX_DEPTH = 8  # JSON nesting (the formats need 4)
+MAX_GROUPS = 16
+MAX_PATH_POINTS = 1024
+MAX_QUERY_POINTS = 64
+MAX_SIDE = 16384  # image width / height, as the node's widgets
+MAX_FRAMES = 1024
 
 
 def pchip_slopes(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -166,6 +178,8 @@ class Trajectory:
         n = len(boxes)
         if n == 0:
             raise ValueError("bounding_box: no groups (draw at least one box)")
+        if n > MAX_GROUPS:
+            raise ValueError(f"bounding_box: {n} groups, at most {MAX_GROUPS} are allowed")
         targets = _list(obj.get("target_box", boxes), "target_box")
         paths = _list(obj["center_traj"], "center_traj")
         points = _list(obj.get("query_point", [[] for _ in range(n)]), "query_point")
@@ -180,8 +194,9 @@ class Trajectory:
             pts = _numbers(points[i], f"query_point[{i}]", (-1, 2)) if len(points[i]) else np.zeros((0, 2))
             groups.append(Group(tuple(box), (target[2] - target[0], target[3] - target[1]), path, pts))
         frames = obj.get("frames")
-        return cls(groups, _size(obj.get("width", DEFAULT_SIZE), "width"), _size(obj.get("height", DEFAULT_SIZE), "height"),
-                   None if frames is None else _size(frames, "frames"))
+        return cls(groups, _size(obj.get("width", DEFAULT_SIZE), "width", MAX_SIDE),
+                   _size(obj.get("height", DEFAULT_SIZE), "height", MAX_SIDE),
+                   None if frames is None else _size(frames, "frames", MAX_FRAMES))
 
     def to_reference_json(self) -> dict:
         def r(v):
@@ -208,6 +223,8 @@ class Trajectory:
             obj = [obj]
         if not isinstance(obj, list) or not obj or not all(isinstance(p, list) for p in obj):
             raise ValueError('coordinates: expected [{"x": .., "y": ..}, ...] or a list of such lists')
+        if len(obj) > MAX_GROUPS:
+            raise ValueError(f"coordinates: {len(obj)} paths, at most {MAX_GROUPS} are allowed")
         sizes = np.asarray(box_sizes, dtype=np.float64).reshape(-1, 2)
         if len(sizes) not in (1, len(obj)):
             raise ValueError(f"box sizes: {len(sizes)} given for {len(obj)} paths (give one, or one per path)")
@@ -221,7 +238,7 @@ class Trajectory:
             w, h = sizes[i if len(sizes) > 1 else 0]
             x, y = path[0]
             groups.append(Group((x - w / 2, y - h / 2, x + w / 2, y + h / 2), (w, h), path))
-        return cls(groups, _size(width, "width"), _size(height, "height"), num_frames)
+        return cls(groups, _size(width, "width", MAX_SIDE), _size(height, "height", MAX_SIDE), num_frames)
 
     def to_coordinates(self) -> str:
         return json.dumps([[{"x": round(float(x), 3), "y": round(float(y), 3)} for x, y in g.path] for g in self.groups])
@@ -250,34 +267,86 @@ def on_grid(traj: Trajectory, num_frames: int, image_size: tuple[int, int], grid
 def validate(t: Trajectory) -> None:
     if not t.groups:
         raise ValueError("bounding_box: no groups (draw at least one box)")
-    if t.num_frames is not None and (int(t.num_frames) != t.num_frames or t.num_frames < 1):
-        raise ValueError(f"frames: must be an integer >= 1, got {t.num_frames}")
+    if len(t.groups) > MAX_GROUPS:
+        raise ValueError(f"bounding_box: {len(t.groups)} groups, at most {MAX_GROUPS} are allowed")
+    _size(t.width, "width", MAX_SIDE)
+    _size(t.height, "height", MAX_SIDE)
+    if t.num_frames is not None:
+        _size(t.num_frames, "frames", MAX_FRAMES)
+    area = _Area(t.width, t.height)
     for i, g in enumerate(t.groups):
         box = np.asarray(g.box, dtype=np.float64)
         _finite(box, f"bounding_box[{i}]")
         _finite(np.asarray(g.end_size, dtype=np.float64), f"target_box[{i}]")
         if box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(f"bounding_box[{i}]: zero or negative size {tuple(box)} (need x2 > x1 and y2 > y1)")
+            raise ValueError(f"bounding_box[{i}]: zero or negative size {_fmt(box)} (need x2 > x1 and y2 > y1)")
         if g.end_size[0] <= 0 or g.end_size[1] <= 0:
-            raise ValueError(f"target_box[{i}]: zero or negative end size {tuple(g.end_size)}")
+            raise ValueError(f"target_box[{i}]: zero or negative end size {_fmt(g.end_size)}")
+        area.check(box.reshape(2, 2), f"bounding_box[{i}]")
         if box[2] <= 0 or box[3] <= 0 or box[0] >= t.width or box[1] >= t.height:
-            raise ValueError(f"bounding_box[{i}]: the first box {tuple(box)} lies entirely outside the {t.width}x{t.height} image")
+            raise ValueError(f"bounding_box[{i}]: the first box {_fmt(box)} lies entirely outside the {t.width}x{t.height} image")
+        if g.end_size[0] > 3 * t.width or g.end_size[1] > 3 * t.height:
+            raise ValueError(f"target_box[{i}]: end size {g.end_size[0]:g} x {g.end_size[1]:g} is more than three times "
+                             f"the {t.width}x{t.height} image")
         path = np.asarray(g.path, dtype=np.float64)
         if path.ndim != 2 or path.shape[1] != 2 or len(path) < 2:
             raise ValueError(f"center_traj[{i}]: a path needs at least 2 points, got {len(path)}")
+        if len(path) > MAX_PATH_POINTS:
+            raise ValueError(f"center_traj[{i}]: {len(path)} points, at most {MAX_PATH_POINTS} are allowed")
         _finite(path, f"center_traj[{i}]")
-        _finite(np.asarray(g.points, dtype=np.float64), f"query_point[{i}]")
+        area.check(path, f"center_traj[{i}]")
+        points = np.asarray(g.points, dtype=np.float64).reshape(-1, 2)
+        if len(points) > MAX_QUERY_POINTS:
+            raise ValueError(f"query_point[{i}]: {len(points)} points, at most {MAX_QUERY_POINTS} are allowed")
+        _finite(points, f"query_point[{i}]")
+        area.check(points, f"query_point[{i}]")
+
+
+class _Area:
+    """Where coordinates may lie: the image and one image size beyond each edge (objects may leave
+    the frame; anything further is a typing or unit mistake)."""
+
+    def __init__(self, width, height):
+        self.width, self.height = width, height
+        self.tolerance = 1e-6 * max(width, height)  # resizing rounds the image size
+
+    def check(self, xy: np.ndarray, name: str) -> None:
+        w, h, tol = self.width, self.height, self.tolerance
+        bad = (xy[:, 0] < -w - tol) | (xy[:, 0] > 2 * w + tol) | (xy[:, 1] < -h - tol) | (xy[:, 1] > 2 * h + tol)
+        if bad.any():
+            x, y = xy[np.argmax(bad)]
+            raise ValueError(f"{name}: ({x:g}, {y:g}) lies outside the allowed area x {-w}..{2 * w}, y {-h}..{2 * h} "
+                             f"(at most one image size beyond the {w}x{h} image)")
 
 
 def _load_json(obj_or_str, name):
     if isinstance(obj_or_str, (bytes, str)):
+        if len(obj_or_str) > MAX_TEXT_CHARS:
+            raise ValueError(f"{name}: {len(obj_or_str):,} characters, at most {MAX_TEXT_CHARS:,} are allowed")
         if not str(obj_or_str).strip():
             raise ValueError(f"{name}: empty JSON")
         try:
-            return json.loads(obj_or_str)
+            obj_or_str = json.loads(obj_or_str)
         except json.JSONDecodeError as e:
             raise ValueError(f"{name}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
+        except RecursionError:
+            raise ValueError(f"{name}: nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(obj_or_str) > MAX_DEPTH:
+        raise ValueError(f"{name}: nested deeper than {MAX_DEPTH} levels")
     return obj_or_str
+
+
+def _depth(obj) -> int:
+    """Nesting depth of lists/dicts (a scalar is 0), walked without recursion; stops past MAX_DEPTH."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, (list, tuple, dict)):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                break
+            stack.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def _list(value, name):
@@ -301,12 +370,17 @@ def _numbers(value, name, shape):
     return arr
 
 
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
 def _finite(arr, name):
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: contains NaN or inf")
 
 
-def _size(value, name) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value or value < 1:
-        raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}")
+def _size(value, name, maximum) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or int(value) != value \
+            or not 1 <= value <= maximum:
+        raise ValueError(f"{name}: expected a whole number from 1 to {maximum}, got {value!r:.40}")
     return int(value)

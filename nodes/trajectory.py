@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io, ui
 from PIL import Image, ImageDraw
 
-from ..core.trajectory import Trajectory
+from ..core.trajectory import MAX_SIDE, Trajectory
 from .types import CATEGORY
 from .types import Trajectory as TrajectoryType
 
@@ -18,10 +18,11 @@ EXAMPLE_JSON = (
     '"center_traj": [[[176, 265], [256, 262], [336, 265]]], "query_point": [[[176, 265]]], '
     '"width": 512, "height": 512}'
 )
+BACKGROUND_KEY = "anyi2v_background"  # the node's ui output: the editor draws it; the frontend shows no preview
 PALETTE = [(255, 80, 80), (80, 200, 255), (120, 230, 90), (255, 200, 60), (210, 110, 255), (255, 140, 200)]
 
 
-def parse_trajectory(text: str, width: int, height: int, frames: int) -> Trajectory:
+def parse_trajectory(text: str, width: int, height: int, frames: int | None) -> Trajectory:
     """The widget's JSON (reference format or KJNodes coordinates) for an image of width x height."""
     text = (text or "").strip()
     if not text:
@@ -59,13 +60,28 @@ class TrajectoryNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, trajectory=None):
+        """Refuse a bad trajectory when the prompt is queued (a message on the node, nothing runs).
+        A linked trajectory is checked when the node runs. KJNodes coordinates carry no image size:
+        here they are checked against the largest one, at run time against the real one."""
+        if not isinstance(trajectory, str):
+            return True
+        try:
+            parse_trajectory(trajectory, MAX_SIDE, MAX_SIDE, None)
+        except ValueError as e:
+            return str(e)
+        return True
+
+    @classmethod
     def execute(cls, trajectory, frames, width, height, image=None) -> io.NodeOutput:
         if image is not None:
             height, width = int(image.shape[1]), int(image.shape[2])
         traj = parse_trajectory(trajectory, width, height, frames)
         if image is None:
             return io.NodeOutput(traj)
-        return io.NodeOutput(traj, ui=ui.PreviewImage(image[:1], cls=cls))
+        # under a key of our own: the editor draws it behind the boxes, the frontend adds no preview below
+        background = ui.PreviewImage(image[:1], cls=cls).as_dict()["images"]
+        return io.NodeOutput(traj, ui={BACKGROUND_KEY: background})
 
 
 class TrajectoryFromCoordinates(io.ComfyNode):

@@ -178,8 +178,8 @@ def to_ui(graph: dict, info: dict) -> dict:
                    for i, (n, t) in enumerate(zip(spec.get("output_name", spec["output"]), spec["output"], strict=True))]
         col = depth[key]
         pos = [40 + col * 460, 40 + column[col]]
-        column[col] += 620 if kind == "AnyI2VTrajectory" else 260
-        size = [420, 560] if kind == "AnyI2VTrajectory" else [340, 200]
+        column[col] += 780 if kind == "AnyI2VTrajectory" else 260
+        size = [440, 740] if kind == "AnyI2VTrajectory" else [340, 200]
         nodes.append({"id": ids[key], "type": kind, "pos": pos, "size": size, "flags": {}, "order": order, "mode": 0,
                       "inputs": node_inputs, "outputs": outputs, "properties": {"Node name for S&R": kind},
                       "widgets_values": widgets})

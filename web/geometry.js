@@ -3,6 +3,14 @@
 // Pure functions, no DOM. Coordinates are image pixels.
 
 export const DEFAULT_SIZE = 512;
+// The limits of core/trajectory.py (tests/fixtures/trajectory_refused.json holds cases both refuse).
+export const MAX_TEXT_CHARS = 524288;
+export const MAX_DEPTH = 8;
+export const MAX_GROUPS = 16;
+export const MAX_PATH_POINTS = 1024;
+export const MAX_QUERY_POINTS = 64;
+export const MAX_SIDE = 16384;
+export const MAX_FRAMES = 1024;
 
 function edgeSlope(h0, h1, m0, m1) {
   const d = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1);
@@ -87,20 +95,84 @@ function finite(values, field) {
   if (!values.every((v) => typeof v === "number" && Number.isFinite(v))) fail(field, "contains a value that is not a finite number");
 }
 
+function count(list, maximum, field, what) {
+  if (list.length > maximum) fail(field, `${list.length} ${what}, at most ${maximum} are allowed`);
+}
+
+function wholeNumber(v, field, maximum) {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > maximum) {
+    fail(field, `expected a whole number from 1 to ${maximum}, got ${JSON.stringify(v)?.slice(0, 40)}`);
+  }
+  return v;
+}
+
+// Coordinates may lie in the image and at most one image size beyond each edge.
+function inArea(points, traj, field) {
+  const w = traj.width, h = traj.height, tol = 1e-6 * Math.max(w, h);
+  for (const [x, y] of points) {
+    if (x < -w - tol || x > 2 * w + tol || y < -h - tol || y > 2 * h + tol) {
+      fail(field, `(${x}, ${y}) lies outside the allowed area x ${-w}..${2 * w}, y ${-h}..${2 * h} (at most one image size beyond the ${w}x${h} image)`);
+    }
+  }
+}
+
 export function validate(traj) {
   if (!traj.groups.length) fail("bounding_box", "no groups (draw at least one box)");
+  count(traj.groups, MAX_GROUPS, "bounding_box", "groups");
+  wholeNumber(traj.width, "width", MAX_SIDE);
+  wholeNumber(traj.height, "height", MAX_SIDE);
+  if (traj.frames !== null && traj.frames !== undefined) wholeNumber(traj.frames, "frames", MAX_FRAMES);
   traj.groups.forEach((g, i) => {
     finite(g.box, `bounding_box[${i}]`);
     finite(g.endSize, `target_box[${i}]`);
     const [x1, y1, x2, y2] = g.box;
     if (x2 <= x1 || y2 <= y1) fail(`bounding_box[${i}]`, "zero or negative size (need x2 > x1 and y2 > y1)");
     if (g.endSize[0] <= 0 || g.endSize[1] <= 0) fail(`target_box[${i}]`, "zero or negative end size");
+    inArea([[x1, y1], [x2, y2]], traj, `bounding_box[${i}]`);
     if (x2 <= 0 || y2 <= 0 || x1 >= traj.width || y1 >= traj.height) fail(`bounding_box[${i}]`, "the first box lies entirely outside the image");
+    if (g.endSize[0] > 3 * traj.width || g.endSize[1] > 3 * traj.height) {
+      fail(`target_box[${i}]`, `end size ${g.endSize[0]} x ${g.endSize[1]} is more than three times the ${traj.width}x${traj.height} image`);
+    }
     if (g.path.length < 2) fail(`center_traj[${i}]`, "a path needs at least 2 points");
-    g.path.forEach((p) => finite(p, `center_traj[${i}]`));
-    g.points.forEach((p) => finite(p, `query_point[${i}]`));
+    count(g.path, MAX_PATH_POINTS, `center_traj[${i}]`, "points");
+    g.path.forEach((p) => { if (p.length !== 2) fail(`center_traj[${i}]`, "expected a list of [x, y] points"); finite(p, `center_traj[${i}]`); });
+    inArea(g.path, traj, `center_traj[${i}]`);
+    count(g.points, MAX_QUERY_POINTS, `query_point[${i}]`, "points");
+    g.points.forEach((p) => { if (p.length !== 2) fail(`query_point[${i}]`, "expected a list of [x, y] points"); finite(p, `query_point[${i}]`); });
+    inArea(g.points, traj, `query_point[${i}]`);
   });
   return traj;
+}
+
+// Nesting depth of arrays/objects (a scalar is 0), walked without recursion; stops past MAX_DEPTH.
+export function depth(value) {
+  let deepest = 0;
+  const stack = [[value, 1]];
+  while (stack.length) {
+    const [v, level] = stack.pop();
+    if (v === null || typeof v !== "object") continue;
+    deepest = Math.max(deepest, level);
+    if (level > MAX_DEPTH) break;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, level + 1]);
+  }
+  return deepest;
+}
+
+// JSON text (or an already parsed value) -> a value, within the size and nesting limits.
+function loadJSON(textOrObject, field) {
+  let obj = textOrObject;
+  if (typeof obj === "string") {
+    if (obj.length > MAX_TEXT_CHARS) fail(field, `${obj.length.toLocaleString("en")} characters, at most ${MAX_TEXT_CHARS.toLocaleString("en")} are allowed`);
+    if (!obj.trim()) fail(field, "empty JSON");
+    try {
+      obj = JSON.parse(obj);
+    } catch (e) {
+      if (e instanceof RangeError) fail(field, `nested deeper than ${MAX_DEPTH} levels`);
+      fail(field, `malformed JSON (${e.message})`);
+    }
+  }
+  if (depth(obj) > MAX_DEPTH) fail(field, `nested deeper than ${MAX_DEPTH} levels`);
+  return obj;
 }
 
 function asList(value, field) {
@@ -110,20 +182,13 @@ function asList(value, field) {
 
 // The reference JSON (plus our optional width/height/frames) -> {groups, width, height, frames}.
 export function parseReference(textOrObject) {
-  let obj = textOrObject;
-  if (typeof obj === "string") {
-    if (!obj.trim()) fail("trajectory", "empty JSON");
-    try {
-      obj = JSON.parse(obj);
-    } catch (e) {
-      fail("trajectory", `malformed JSON (${e.message})`);
-    }
-  }
+  const obj = loadJSON(textOrObject, "trajectory");
   if (!obj || typeof obj !== "object" || Array.isArray(obj)) fail("trajectory", "expected a JSON object");
   for (const key of ["bounding_box", "center_traj"]) if (!(key in obj)) fail(key, "missing from the trajectory JSON");
   const boxes = asList(obj.bounding_box, "bounding_box");
   const n = boxes.length;
   if (n === 0) fail("bounding_box", "no groups (draw at least one box)");
+  count(boxes, MAX_GROUPS, "bounding_box", "groups");
   const targets = asList(obj.target_box ?? boxes, "target_box");
   const paths = asList(obj.center_traj, "center_traj");
   const points = asList(obj.query_point ?? boxes.map(() => []), "query_point");
@@ -139,12 +204,7 @@ export function parseReference(textOrObject) {
     const pts = asList(points[i], `query_point[${i}]`).map((p) => asList(p, `query_point[${i}]`).map(Number));
     return { box: b, endSize: [t[2] - t[0], t[3] - t[1]], path, points: pts };
   });
-  const size = (v, field) => {
-    if (v === undefined) return DEFAULT_SIZE;
-    if (!Number.isInteger(v) || v < 1) fail(field, "expected a whole number >= 1");
-    return v;
-  };
-  return validate({ groups, width: size(obj.width, "width"), height: size(obj.height, "height"), frames: obj.frames ?? null });
+  return validate({ groups, width: obj.width ?? DEFAULT_SIZE, height: obj.height ?? DEFAULT_SIZE, frames: obj.frames ?? null });
 }
 
 const r3 = (v) => Math.round(v * 1000) / 1000;
@@ -165,14 +225,10 @@ export function toReference(traj) {
 // KJNodes SplineEditor coordinates: [{x, y}, ...] or a list of such lists; a box of boxSize [w, h]
 // is centred on each path's first point.
 export function parseCoordinates(text, boxSize, width, height) {
-  let obj;
-  try {
-    obj = typeof text === "string" ? JSON.parse(text) : text;
-  } catch (e) {
-    fail("coordinates", `malformed JSON (${e.message})`);
-  }
+  let obj = loadJSON(text, "coordinates");
   if (Array.isArray(obj) && obj.length && obj.every((p) => p && typeof p === "object" && !Array.isArray(p))) obj = [obj];
   if (!Array.isArray(obj) || !obj.length || !obj.every(Array.isArray)) fail("coordinates", 'expected [{"x": .., "y": ..}, ...] or a list of such lists');
+  count(obj, MAX_GROUPS, "coordinates", "paths");
   const groups = obj.map((raw, i) => {
     const path = raw.map((p) => [Number(p.x), Number(p.y)]);
     path.forEach((p) => finite(p, `coordinates[${i}]`));

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.examples import copy_inputs
 from tests.support.host import host_dir
 from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer
 
@@ -63,7 +64,7 @@ def pytest_collection_modifyitems(config, items):
 FRONTENDS = ["bundled", "newest"]
 
 
-@pytest.fixture(scope="module", params=FRONTENDS)
+@pytest.fixture(scope="session", params=FRONTENDS)
 def server(request):
     root = None
     if request.param == "newest":
@@ -72,6 +73,7 @@ def server(request):
             pytest.skip("the newest comfyui-frontend-package could not be installed (no registry access?)")
     with ComfyServer(extra_nodes=[STANDIN_ADE, TINY_MODELS_PACK], front_end_root=root) as s:
         s.frontend = frontend_version(root) if root else "1.32.9 (bundled)"
+        copy_inputs(s.base / "input")
         yield s
 
 
@@ -85,9 +87,14 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+BLANK_WORKFLOW = {"last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [], "groups": [], "config": {},
+                  "extra": {}, "version": 0.4}
+
+
+def open_frontend(context, server):
+    """A page of the real frontend, ready: our node type registered, dialogs closed, a blank workflow
+    loaded the way the frontend loads any (so its undo history starts clean), and deprecation
+    warnings of its litegraph (where it has them) recorded with their call stacks."""
     page = context.new_page()
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server.url) or
                route.request.url.startswith("data:") or route.request.url.startswith("blob:") else route.abort())
@@ -109,10 +116,50 @@ def page(browser, server):
         else:
             page.keyboard.press("Escape")
         page.wait_for_timeout(300)
-    page.evaluate("window.app.graph.clear()")
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
+    return fresh(page)
+
+
+def fresh(page):
+    """The open frontend made ready for the next test: a blank workflow loaded, no pending pointer or
+    menu, deprecation warnings recorded from here on."""
+    page.mouse.up()
+    page.keyboard.press("Escape")
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", BLANK_WORKFLOW)
+    page.evaluate("""() => { window.__deprecations = [];
+        if (Array.isArray(LiteGraph.onDeprecationWarning) && !window.__deprecationHook) {
+          window.__deprecationHook = (m) => window.__deprecations.push(m + '\\n' + new Error().stack);
+          LiteGraph.alwaysRepeatWarnings = true;
+          LiteGraph.onDeprecationWarning.push(window.__deprecationHook);
+        } }""")
+    page.console_errors.clear()
+    return page
+
+
+@pytest.fixture(scope="module")
+def frontend(browser, server):
+    """One page of the frontend per test module and frontend (starting the app is the slow part)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield open_frontend(context, server)
     context.close()
+
+
+@pytest.fixture
+def page(frontend):
+    return fresh(frontend)
+
+
+@pytest.fixture
+def vue_page(browser, server):
+    """The frontend with "Nodes 2.0" (the Vue node renderer) switched on; switched off again after."""
+    server.post_raw("/settings/Comfy.VueNodes.Enabled", b"true")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = open_frontend(context, server)
+        assert page.evaluate("() => app.extensionManager.setting.get('Comfy.VueNodes.Enabled')") is True
+        yield page
+    finally:
+        context.close()
+        server.post_raw("/settings/Comfy.VueNodes.Enabled", b"false")
 
 
 def screenshot(page, name):

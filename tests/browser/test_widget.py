@@ -7,50 +7,12 @@ import pytest
 
 from core.trajectory import Trajectory
 from tests.browser.conftest import screenshot
+from tests.browser.editor import ADD_NODE, VALUE, add_editor, click, drag, queue_and_wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
 
-ADD_NODE = """() => {
-  const n = LiteGraph.createNode('AnyI2VTrajectory');
-  n.pos = [60, 60];
-  app.graph.add(n);
-  n.widgets.find(w => w.name === 'trajectory').value = '';
-  n.widgets.find(w => w.name === 'width').value = 256;
-  n.widgets.find(w => w.name === 'height').value = 128;
-  n.widgets.find(w => w.name === 'frames').value = 8;
-  n.setSize([520, 620]);
-  app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1;
-  app.graph.setDirtyCanvas(true, true);
-  window.__node = n;
-  return n.id;
-}"""
-VALUE = "() => window.__node.widgets.find(w => w.name === 'trajectory').value"
-
-
-def canvas_point(page, x, y):
-    """Screen position of image pixel (x, y) in the editor canvas, from the editor's own view transform."""
-    return page.evaluate("""([x, y]) => {
-      const ed = window.__node.anyi2vEditor; ed.draw();
-      const v = ed.view(); const r = ed.canvas.getBoundingClientRect();
-      return [r.left + (v.ox + x * v.scale) * r.width / ed.canvas.width, r.top + (v.oy + y * v.scale) * r.height / ed.canvas.height];
-    }""", [x, y])
-
-
-def drag(page, a, b, steps=6):
-    page.mouse.move(*canvas_point(page, *a))
-    page.mouse.down()
-    page.mouse.move(*canvas_point(page, *b), steps=steps)
-    page.mouse.up()
-
-
-def click(page, p):
-    page.mouse.click(*canvas_point(page, *p))
-
-
 def draw_two_boxes(page):
-    page.evaluate(ADD_NODE)
-    page.wait_for_selector(".anyi2v-canvas")
-    page.wait_for_timeout(300)
+    add_editor(page)
     drag(page, (20, 20), (80, 70))  # box 0
     page.click(".anyi2v-mode-path")
     click(page, (120, 45))
@@ -92,17 +54,9 @@ def test_draw_save_reload_resize_and_queue(page, server):
     assert np.allclose(after["query_point"][0], [[40, 30]], atol=2)
 
     # queue the prompt (with an output node): the Python side gets the same boxes
-    page.evaluate("""async () => { const p = LiteGraph.createNode('PreviewAny'); app.graph.add(p);
-        window.__node.connect(0, p, 0); await app.queuePrompt(0, 1); }""")
-    entry = None
-    for _ in range(100):
-        page.wait_for_timeout(200)
-        history = server.get("/history")
-        if history:
-            entry = next(iter(history.values()))
-            if entry.get("status", {}).get("completed") is not None:
-                break
-    assert entry and entry["status"]["status_str"] == "success", entry
+    page.evaluate("() => { const p = LiteGraph.createNode('PreviewAny'); app.graph.add(p); window.__node.connect(0, p, 0); }")
+    entry = queue_and_wait(page, server, queue="script")
+    assert entry["status"]["status_str"] == "success", entry
     sent = next(n for n in entry["prompt"][2].values() if n["class_type"] == "AnyI2VTrajectory")
     received = Trajectory.from_reference_json(sent["inputs"]["trajectory"])
     assert np.allclose(received.boxes(8), Trajectory.from_reference_json(after).boxes(8))
@@ -112,7 +66,7 @@ def test_draw_save_reload_resize_and_queue(page, server):
 def test_markup_in_a_workflow_runs_no_script(page):
     evil = json.dumps({"bounding_box": [[10, 10, 50, 50]], "center_traj": [[[30, 30], [40, 30]]],
                        "note": "<img src=x onerror=\"window.__pwned=1\">", "width": 128, "height": 128})
-    page.evaluate(ADD_NODE)
+    page.evaluate(ADD_NODE, [256, 128, 8])
     page.evaluate("""(v) => { const w = window.__node.widgets.find(w => w.name === 'trajectory');
         w.value = v; w.callback?.(v); }""", evil)
     page.evaluate("""async () => { const wf = JSON.parse(JSON.stringify(app.graph.serialize())); await app.loadGraphData(wf); }""")

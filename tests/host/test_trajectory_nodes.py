@@ -26,7 +26,8 @@ def traj_prompt(text, frames=4, image=None):
 def test_trajectory_node_scales_to_the_connected_image(host):
     name = write_input_image("traj_bg.png", np.zeros((64, 256, 3), np.uint8))
     out = host.run(traj_prompt(json.dumps(REF), image=name))
-    assert out["t"]["images"][0]["type"] == "temp"  # the background goes to the widget
+    # the background goes to the editor under its own key: no "images", so the frontend adds no preview below it
+    assert list(out["t"]) == ["anyi2v_background"] and out["t"]["anyi2v_background"][0]["type"] == "temp"
     (traj,) = host.node_output(traj_prompt(json.dumps(REF), image=name), "t")
     assert (traj.width, traj.height, traj.num_frames) == (256, 64, 4)
     assert np.allclose(traj.boxes()[0, 0], [20, 10, 100, 30])
@@ -42,11 +43,21 @@ def test_kjnodes_coordinates_pasted_into_the_editor_and_from_coordinates_node(ho
     assert np.allclose(two.boxes()[1, 0], [42, 44, 58, 56])
 
 
-@pytest.mark.parametrize("text, field", [("", "trajectory"), ("{oops", "malformed"),
-                                         (json.dumps(dict(REF, bounding_box=[[1, 1, 1, 5]])), "bounding_box")])
-def test_bad_trajectory_json_is_a_clear_error(host, text, field):
-    with pytest.raises(PromptError, match=field):
+@pytest.mark.parametrize("text, field", [
+    ("", "trajectory: empty JSON"), ("{oops", "trajectory: malformed"),
+    (json.dumps(dict(REF, bounding_box=[[1, 1, 1, 5]])), r"bounding_box\[0\]: zero or negative size"),
+    (json.dumps(dict(REF, bounding_box=[[-1e300, 1, 1e300, 5]])), r"bounding_box\[0\]: \(-1e\+300, 1\) lies outside"),
+    (json.dumps(dict(REF, target_box=[[0, 0, 1e15, 1e15]])), r"target_box\[0\]: end size 1e\+15"),
+    (json.dumps(dict(REF, frames="<text>")), "frames: expected a whole number from 1 to 1024, got '<text>'"),
+    ('{"bounding_box": ' + "[" * 100_000 + "]" * 100_000 + "}", "trajectory: nested deeper than 8 levels"),
+    (json.dumps(dict(REF, note="x" * 600_000)), "trajectory: 600,1.. characters, at most 524,288"),
+])
+def test_bad_trajectory_json_is_refused_when_queued_with_a_clear_message(host, text, field):
+    """validate_inputs refuses it before anything runs: the message names the field, no traceback."""
+    with pytest.raises(PromptError, match=field) as e:
         host.run(traj_prompt(text))
+    assert e.value.stage == "validation"
+    assert "Traceback" not in str(e.value) and "RecursionError" not in str(e.value)
 
 
 def test_draw_trajectory_marks_the_boxes(host):

@@ -2,9 +2,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { parseAny, parseCoordinates, parseReference, pchip, resamplePath, resized, toReference, trajectoryBoxes } from "../../web/geometry.js";
+import { MAX_TEXT_CHARS, parseAny, parseCoordinates, parseReference, pchip, resamplePath, resized, toReference, trajectoryBoxes } from "../../web/geometry.js";
 
 const cases = JSON.parse(readFileSync(new URL("../fixtures/trajectory_cases.json", import.meta.url)));
+const refused = JSON.parse(readFileSync(new URL("../fixtures/trajectory_refused.json", import.meta.url)));
 const close = (a, b, tol = 1e-9) => {
   assert.equal(a.length, b.length);
   a.forEach((v, i) => (Array.isArray(v) ? close(v, b[i], tol) : assert.ok(Math.abs(v - b[i]) <= tol, `${v} vs ${b[i]}`)));
@@ -57,4 +58,20 @@ test("bad input names the field", () => {
   ];
   for (const [text, field] of bad) assert.throws(() => parseReference(text), (e) => e.field === field, text);
   assert.throws(() => parseReference({ ...base, center_traj: [[[1, 2], [NaN, 3]]] }), (e) => e.field === "center_traj[0]");
+});
+
+for (const c of refused) {
+  test(`refused like core/trajectory.py: ${c.name}`, () => {
+    assert.throws(() => parseReference(JSON.stringify(c.trajectory)), (e) => e.field === c.field && e.message.startsWith(`${c.field}: `), c.name);
+  });
+}
+
+test("a huge or deeply nested text is refused with a message", () => {
+  const huge = JSON.stringify({ ...cases[0].trajectory, note: "x".repeat(MAX_TEXT_CHARS) });
+  assert.throws(() => parseAny(huge, 128, 96), /^Error: trajectory: [\d,]+ characters, at most/);
+  for (const d of [9, 5000, 200000]) {
+    const deep = '{"bounding_box": ' + "[".repeat(d) + "]".repeat(d) + "}";
+    assert.throws(() => parseReference(deep), (e) => e.field === "trajectory" && /nested deeper than 8 levels/.test(e.message), String(d));
+  }
+  assert.throws(() => parseCoordinates("[".repeat(100000) + "]".repeat(100000), [4, 4], 64, 64), (e) => e.field === "coordinates");
 });

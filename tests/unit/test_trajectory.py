@@ -5,16 +5,37 @@ import numpy as np
 import pytest
 from scipy.interpolate import PchipInterpolator
 
-from core.trajectory import Trajectory, boxes_on_grid, pchip, resample_path
-from tests.fixtures.make_trajectory_cases import build
+from core.trajectory import MAX_TEXT_CHARS, Trajectory, boxes_on_grid, pchip, resample_path
+from tests.fixtures.make_trajectory_cases import build, refused
 
-CASES = json.loads((Path(__file__).parents[1] / "fixtures" / "trajectory_cases.json").read_text())
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+CASES = json.loads((FIXTURES / "trajectory_cases.json").read_text())
+REFUSED = json.loads((FIXTURES / "trajectory_refused.json").read_text())
 HORSE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "official" / "horse-canny.json"
 
 
 def test_fixture_is_up_to_date_with_its_independent_derivation():
     for stored, fresh in zip(CASES, build(), strict=True):
         assert np.allclose(stored["boxes"], fresh["boxes"])
+    assert REFUSED == json.loads(json.dumps(refused()))
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c["name"] for c in REFUSED])
+def test_limits_refuse_absurd_values_naming_the_field(case):
+    with pytest.raises(ValueError) as e:
+        Trajectory.from_reference_json(json.dumps(case["trajectory"]))
+    assert str(e.value).startswith(case["field"] + ":"), str(e.value)
+
+
+def test_a_huge_or_deeply_nested_text_is_refused_with_a_message_not_a_crash():
+    huge = json.dumps(dict(CASES[0]["trajectory"], note="x" * MAX_TEXT_CHARS))
+    with pytest.raises(ValueError, match=r"^trajectory: [\d,]+ characters, at most"):
+        Trajectory.from_reference_json(huge)
+    for depth in (9, 5000, 200_000):  # json.loads hits RecursionError somewhere in between
+        with pytest.raises(ValueError, match="^trajectory: nested deeper than 8 levels"):
+            Trajectory.from_reference_json('{"bounding_box": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(ValueError, match="^coordinates: nested deeper"):
+        Trajectory.from_coordinates("[" * 100_000 + "]" * 100_000, (4, 4), 64, 64)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -57,7 +78,7 @@ def test_round_trip_and_query_points():
     assert np.allclose(again.boxes(7), t.boxes(7))
     pts = t.query_points()
     assert np.allclose(pts[0], [[45, 30]])
-    outside = Trajectory.from_reference_json(dict(CASES[0]["trajectory"], query_point=[[[500, 500]]]))
+    outside = Trajectory.from_reference_json(dict(CASES[0]["trajectory"], query_point=[[[120, 90]]]))
     assert np.allclose(outside.query_points()[0], [[30, 40]])  # a point outside the box -> the centre
 
 

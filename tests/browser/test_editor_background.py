@@ -1,0 +1,132 @@
+"""The condition image behind the boxes, on both frontends: computed from the editor's own image
+chain without models and without running the graph, kept across a page reload, following the Load
+Image choice; a chain with a model says so; a run does not squeeze the editor."""
+
+import io
+import json
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser.editor import add_graph, editor_state, find_node, our_deprecations, queue_and_wait
+from tests.support.examples import INPUTS
+
+pytestmark = [pytest.mark.browser, pytest.mark.host]
+EXAMPLE_1 = json.loads((Path(__file__).parents[2] / "example_workflows" / "01_canny_car_one_box.json").read_text())
+WAIT_PICTURE = """(old) => { const b = window.__node?.anyi2vEditor?.background;
+  return !!(b && b.image && b.image.src !== old && !b.note); }"""
+
+
+def count_prompts(page):
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and r.url.endswith("/prompt") else None)
+    return posts
+
+
+def load(page, workflow):
+    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
+    find_node(page)
+    show_editor(page)
+
+
+def show_editor(page):
+    page.evaluate("""() => { const n = window.__node; app.canvas.ds.scale = 1;
+      app.canvas.ds.offset = [-n.pos[0] + 80, -n.pos[1] + 20]; app.graph.setDirtyCanvas(true, true); }""")
+
+
+def wait_picture(page, old=None, timeout=60000):
+    page.wait_for_function(WAIT_PICTURE, arg=old, timeout=timeout)
+    return page.evaluate("() => window.__node.anyi2vEditor.background.image.src")
+
+
+def picture(server, src) -> np.ndarray:
+    """The image the editor draws, fetched from the server like the browser did."""
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(src).query))
+    return np.asarray(Image.open(io.BytesIO(server.view(query))).convert("RGB"))
+
+
+def input_image(name) -> np.ndarray:
+    return np.asarray(Image.open(INPUTS / name).convert("RGB"))
+
+
+def white_on_canvas(page):
+    """Pixels of the editor canvas that are white-ish (the edge maps' lines; boxes are coloured)."""
+    return page.evaluate("""() => { const ed = window.__node.anyi2vEditor; ed.draw(); const c = ed.canvas;
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] > 150 && d[i + 1] > 150 && d[i + 2] > 150) n++; return n; }""")
+
+
+def test_example_1_shows_the_car_before_anything_runs_and_after_a_reload(page, server):
+    posts = count_prompts(page)
+    history = set(server.get("/history"))
+    load(page, EXAMPLE_1)  # Load Image -> Upscale Image -> editor; the models of the graph are not even installed
+    src = wait_picture(page)
+    assert np.abs(picture(server, src).astype(int) - input_image("anyi2v_canny_car.png")).max() <= 1
+    assert white_on_canvas(page) > 300
+    assert len(posts) <= 1  # at most one job (none if an earlier test of this page computed the same chain)
+    assert set(server.get("/history")) == history  # the job ran alone and left the user's history as it was
+    jobs = len(posts)
+    page.reload()
+    page.wait_for_function("() => !!(window.app && window.app.graph && app.graph._nodes.some(n => n.type === 'AnyI2VTrajectory'))", timeout=60000)
+    find_node(page)
+    show_editor(page)
+    assert wait_picture(page) == src  # the same picture, remembered: nothing was run again
+    assert len(posts) == jobs
+    assert white_on_canvas(page) > 300
+    assert our_deprecations(page) == []
+
+
+def test_picking_another_image_in_load_image_updates_the_picture(page, server):
+    load(page, EXAMPLE_1)
+    old = wait_picture(page)
+    trajectory = page.evaluate("() => window.__node.widgets.find(w => w.name === 'trajectory').value")
+    at = page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'LoadImage'); app.canvas.ds.scale = 1;
+      app.canvas.ds.offset = [-n.pos[0] + 300, -n.pos[1] + 200]; app.graph.setDirtyCanvas(true, true);
+      const w = n.widgets.find(w => w.name === 'image'); const r = app.canvas.canvas.getBoundingClientRect();
+      return [r.left + 300 + n.size[0] / 2, r.top + 200 + w.y + 10]; }""")
+    page.wait_for_timeout(300)
+    page.mouse.click(*at)  # the Load Image's file list, as a user opens it
+    page.locator(".litecontextmenu .litemenu-entry", has_text="anyi2v_two_balls.png").click()
+    src = wait_picture(page, old)
+    assert np.abs(picture(server, src).astype(int) - input_image("anyi2v_two_balls.png")).max() <= 1
+    # the boxes are untouched, and the new picture put nothing into the undo history:
+    # one Ctrl+Z gives back the car, picture included (remembered, not computed again)
+    assert page.evaluate("() => window.__node.widgets.find(w => w.name === 'trajectory').value") == trajectory
+    posts = count_prompts(page)
+    page.locator(".anyi2v-canvas").focus()
+    page.keyboard.press("Control+z")
+    page.wait_for_function("() => app.graph._nodes.find(n => n.type === 'LoadImage').widgets[0].value === 'anyi2v_canny_car.png'")
+    find_node(page)
+    assert wait_picture(page) == old and posts == []
+    assert our_deprecations(page) == []
+
+
+def test_a_chain_with_a_model_says_so_instead_of_running_it(page):
+    posts = count_prompts(page)
+    add_graph(page)
+    show_editor(page)
+    page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('after a run')", timeout=20000)
+    note = editor_state(page, "ed.background.note")
+    assert note.startswith("the picture appears after a run (VAE Decode takes a"), note
+    assert posts == [] and editor_state(page, "ed.background.image") is None
+
+
+def test_a_run_keeps_the_editor_its_size_and_picture(page, server):
+    add_graph(page, "anyi2v_two_balls.png")
+    show_editor(page)
+    src = wait_picture(page)
+    before = editor_state(page, "[ed.canvas.getBoundingClientRect().width, ed.canvas.getBoundingClientRect().height]")
+    entry = queue_and_wait(page, server)  # Ctrl+Enter, the frontend's Queue shortcut
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    out = next(v for k, v in entry["outputs"].items() if entry["prompt"][2][k]["class_type"] == "AnyI2VTrajectory")
+    assert list(out) == ["anyi2v_background"]
+    page.wait_for_timeout(800)
+    after = editor_state(page, "[ed.canvas.getBoundingClientRect().width, ed.canvas.getBoundingClientRect().height]")
+    assert after == before, (before, after)  # no preview image below the editor
+    assert editor_state(page, "(n.imgs ?? []).length") == 0
+    assert np.abs(picture(server, editor_state(page, "ed.background.image.src")).astype(int)
+                  - picture(server, src)).max() <= 1
+    assert our_deprecations(page) == []
