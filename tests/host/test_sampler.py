@@ -20,9 +20,9 @@ def run_sampler(host, p, progress=None, model=None, steps=4, **settings):
     import comfy.samplers
 
     sampler_mod = pack_module("nodes.sampler")
-    model = model or host.node_output(p, "inj")[0]
-    traj = host.node_output(p, "traj")[0]
-    pos, neg = host.node_output(p, "pos")[0], host.node_output(p, "neg")[0]
+    found = host.node_outputs(p, ["inj", "traj", "pos", "neg"])
+    model = model or found[0][0]
+    traj, pos, neg = (out[0] for out in found[1:])
     values = dict(prompts.SETTINGS, **settings)
     sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj,
                                         progress=progress)
