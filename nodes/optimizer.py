@@ -83,8 +83,9 @@ class Settings:
 class Optimizer:
     """Everything the optimisation of one sampling run needs, prepared once."""
 
-    def __init__(self, guider, settings: Settings, trajectory, state, latent_shape):
+    def __init__(self, guider, settings: Settings, trajectory, state, latent_shape, seed=None):
         self.guider = guider
+        self.seed = seed
         self.settings = settings
         self.state = state
         unet = guider.model_patcher.model.diffusion_model
@@ -120,9 +121,13 @@ class Optimizer:
         to = options.setdefault("transformer_options", {})
         to["anyi2v_force"] = True
         to["anyi2v_sink"] = sink
+        timestep = sigma.reshape(1).expand(x.shape[0]) if sigma.ndim == 0 else sigma
         try:
-            comfy.samplers.calc_cond_batch(self.guider.inner_model, [self.guider.conds["positive"]], x,
-                                           sigma.reshape(1).expand(x.shape[0]) if sigma.ndim == 0 else sigma, options)
+            # the sampler's own per-step entry point, looked up now (AnimateDiff-Evolved replaces it while it
+            # samples and sets up ad_params, keyframes and its model features there), without CFG: no
+            # unconditional branch, scale 1
+            comfy.samplers.sampling_function(self.guider.inner_model, x, timestep, None, self.guider.conds["positive"],
+                                             1.0, options, self.seed)
         except StopForward:
             pass
         sink.assemble(x.shape[0])

@@ -40,7 +40,7 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
         state = state_from_options(model_options)
         if state is None:
             raise ValueError("model: AnyI2V needs a MODEL from AnyI2V Inject Features (or features given to the sampler)")
-        opt = Optimizer(guider, settings, trajectory, state, tuple(x.shape))
+        opt = Optimizer(guider, settings, trajectory, state, tuple(x.shape), extra_args.get("seed"))
         window = [i for i in range(len(sigmas) - 1) if opt.active(sigmas[i])]
         if settings.iterations > 0 and not window:
             raise ValueError(f"opt_percent: no sampling step lies in the first {settings.opt_percent:.0%} of the schedule "
