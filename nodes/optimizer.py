@@ -27,6 +27,14 @@ from .inject import StopForward, token_grid
 log = logging.getLogger("AnyI2V")
 
 
+def optimised_steps(sigmas, end_sigma: float, iterations: int) -> list[int]:
+    """The steps of a run whose latent is optimised: those at sigma >= end_sigma (the first opt_percent of the
+    schedule), and always the first, however few the steps (4-8-step schedules may have none at that sigma)."""
+    if iterations <= 0 or len(sigmas) < 2:
+        return []
+    return [i for i in range(len(sigmas) - 1) if i == 0 or float(sigmas[i]) >= end_sigma]
+
+
 class QuerySink:
     """Receives the conditional queries of the optimised blocks during one gradient forward."""
 
@@ -112,8 +120,8 @@ class Optimizer:
         self.backward_seconds = 0.0  # for the benchmark's overhead split
         self.last_maps: list[torch.Tensor] | None = None
 
-    def active(self, sigma) -> bool:
-        return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
+    def steps(self, sigmas) -> list[int]:
+        return optimised_steps(sigmas, self.end_sigma, self.settings.iterations)
 
     def queries(self, x, sigma, model_options) -> dict[int, torch.Tensor]:
         sink = QuerySink(self.blocks)

@@ -51,3 +51,26 @@ def test_features_that_read_ad_params_in_the_model_call_act_in_the_gradient_forw
     assert len(zero_effect) == len(no_motion) == len(with_motion) > 0
     assert torch.allclose(values(zero_effect), values(no_motion), rtol=1e-5, atol=1e-7)
     assert not torch.allclose(values(with_motion), values(no_motion), rtol=1e-3)
+
+
+def order_prompt(inject_first: bool, end_percent=0.16):
+    """AnyI2V on 6 steps of ADE's schedule (normal scheduler): end_percent 0.16 covers 1 step there, 2 on the
+    checkpoint's own schedule. Inject Features placed after Use Evolved Sampling (the usual order) or before it."""
+    p = prompts.full(steps=6, opt_percent=0.16, iterations=1)
+    p["inj"]["inputs"]["end_percent"] = end_percent
+    if inject_first:
+        p["inj"]["inputs"]["model"] = ["ckpt", 0]
+        p["ade"]["inputs"]["model"] = ["inj", 0]
+        p["aks"]["inputs"]["model"] = ["ade", 0]
+    return p
+
+
+def test_node_order_does_not_change_the_result(host):
+    """Use Evolved Sampling patches model_sampling; Inject Features reads end_percent on the schedule of the
+    sampling run, so both orders inject the same steps (reading it on its input MODEL injected 2 steps instead
+    of 1 when placed first)."""
+    after = host.node_output(order_prompt(inject_first=False), "aks")[0]["samples"].clone()
+    before = host.node_output(order_prompt(inject_first=True), "aks")[0]["samples"].clone()
+    assert torch.equal(after, before)
+    two_steps = host.node_output(order_prompt(inject_first=False, end_percent=0.3), "aks")[0]["samples"]
+    assert not torch.allclose(after, two_steps)  # the step window matters at this size
