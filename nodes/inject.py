@@ -23,7 +23,9 @@ Contract with the AnyI2V sampler (nodes/sampler.py):
 
 Context windows (AnimateDiff-Evolved's ``ad_params["sub_idxs"]``, core ComfyUI's ``context_window``): the
 injection acts on video frame 0 wherever it sits in a window; windows without it get frame 0's K/V kept
-from the window of the same step that holds it.
+from the latest window of the same sampling run that held it: the same step's under static windows; under
+windows that move every step (ADE's uniform schedules) a window may come before frame 0's and get the
+previous model call's.
 """
 
 from __future__ import annotations
