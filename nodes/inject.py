@@ -5,8 +5,11 @@ While active, in the conditional branch only:
 - ResBlock residual branch of the residual blocks: frame 0's := patch_adain(captured, current), detached.
 
 Everything is installed on a clone through keyed extension points: an attn1 replace per block
-(``("output", n, 0)``) and a keyed DIFFUSION_MODEL wrapper that registers forward hooks on the
-ResBlocks' residual branch for the duration of one UNet call and always removes them.
+(``("output", n, 0)``), a keyed DIFFUSION_MODEL wrapper that registers forward hooks on the
+ResBlocks' residual branch for the duration of one UNet call and always removes them, and a keyed
+OUTER_SAMPLE wrapper that reads ``end_percent`` on the schedule of each sampling run (the MODEL that is
+sampled, with every object patch of later nodes such as AnimateDiff-Evolved's Use Evolved Sampling, so
+node order does not matter) and hands the run its cut-off sigma in ``transformer_options[RUN_END_KEY]``.
 
 Contract with the AnyI2V sampler (nodes/sampler.py):
 - ``model_options["transformer_options"][TRANSFORMER_KEY]`` holds the ``InjectionState``;
@@ -20,7 +23,9 @@ Contract with the AnyI2V sampler (nodes/sampler.py):
 
 Context windows (AnimateDiff-Evolved's ``ad_params["sub_idxs"]``, core ComfyUI's ``context_window``): the
 injection acts on video frame 0 wherever it sits in a window; windows without it get frame 0's K/V kept
-from the window of the same step that holds it.
+from the latest window of the same sampling run that held it: the same step's under static windows; under
+windows that move every step (ADE's uniform schedules) a window may come before frame 0's and get the
+previous model call's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 import weakref
 from dataclasses import dataclass, field
 
+import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.attention import optimized_attention
@@ -42,6 +48,7 @@ from .types import CATEGORY, Features
 
 TRANSFORMER_KEY = "anyi2v"
 WRAPPER_KEY = "anyi2v_injection"
+RUN_END_KEY = "anyi2v_end_sigma"  # the sampling run's cut-off sigma: injection acts while sigma >= it
 
 
 class StopForward(Exception):
@@ -96,14 +103,14 @@ class InjectionState:
     share_kv: bool = True
     patch_size: int = 4
     end_percent: float = 0.16
-    end_sigma: float = math.inf  # active while the current sigma >= this (from end_percent on the MODEL's schedule)
+    end_sigma: float = math.inf  # end_percent on the schedule of the MODEL it was installed on (runs set their own)
     frame_zero_kv: FrameZeroKV = field(default_factory=FrameZeroKV)
 
     def active(self, transformer_options) -> bool:
         if transformer_options.get("anyi2v_force"):
             return True
         sigmas = transformer_options.get("sigmas")
-        return sigmas is not None and float(sigmas.max()) >= self.end_sigma
+        return sigmas is not None and float(sigmas.max()) >= transformer_options.get(RUN_END_KEY, self.end_sigma)
 
 
 def cond_rows(transformer_options, batch: int) -> list[tuple[int, int]]:
@@ -220,6 +227,23 @@ def make_residual_wrapper(state: InjectionState):
     return wrapper
 
 
+def make_run_window(state: InjectionState):
+    """OUTER_SAMPLE wrapper: the run's cut-off sigma from end_percent on the schedule being sampled."""
+
+    def wrapper(executor, *args, **kwargs):
+        guider = executor.class_obj
+        original = guider.model_options
+        sampling = guider.model_patcher.get_model_object("model_sampling")
+        guider.model_options = comfy.model_patcher.create_model_options_clone(original)
+        guider.model_options.setdefault("transformer_options", {})[RUN_END_KEY] = float(sampling.percent_to_sigma(state.end_percent))
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            guider.model_options = original
+
+    return wrapper
+
+
 def apply_injection(model, features: ConditionFeatures, *, query_blocks=None, res_blocks=None, opt_blocks=None,
                     inject_query=True, inject_residual=True, share_kv=True, patch_size=4, end_percent=0.16) -> InjectionState:
     """Install the injection on an already cloned ModelPatcher; return its state."""
@@ -243,8 +267,11 @@ def apply_injection(model, features: ConditionFeatures, *, query_blocks=None, re
         model.set_model_attn1_replace(attn1, "output", b, 0)
     options = model.model_options.setdefault("transformer_options", {})
     options[TRANSFORMER_KEY] = state
-    model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
-    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, make_residual_wrapper(state))
+    wrappers = comfy.patcher_extension.WrappersMP
+    model.remove_wrappers_with_key(wrappers.DIFFUSION_MODEL, WRAPPER_KEY)
+    model.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, WRAPPER_KEY, make_residual_wrapper(state))
+    model.remove_wrappers_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY)
+    model.add_wrapper_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY, make_run_window(state))
     return state
 
 
@@ -273,8 +300,9 @@ class InjectFeatures(io.ComfyNode):
                 io.Boolean.Input("share_kv", default=True, tooltip="Give every frame frame 0's keys and values in those attention layers."),
                 io.Int.Input("patch_size", default=4, min=1, max=64, tooltip="Patch size p of the patch-wise AdaIN debiasing."),
                 io.Float.Input("end_percent", default=0.16, min=0.0, max=1.0, step=0.01,
-                               tooltip="Inject while sampling is before this point of the schedule (0.16 = the first 4 of 25 steps). "
-                                       "Read on the MODEL's schedule: place this node after AnimateDiff's Use Evolved Sampling."),
+                               tooltip="Inject while sampling is before this point of the schedule (0.16 = the first 4 of 25 steps), "
+                                       "read on the schedule of the sampling run whatever the node order. The AnyI2V samplers "
+                                       "also inject the first step whenever they optimise it."),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )

@@ -27,6 +27,14 @@ from .inject import StopForward, token_grid
 log = logging.getLogger("AnyI2V")
 
 
+def optimised_steps(sigmas, end_sigma: float, iterations: int) -> list[int]:
+    """The steps of a run whose latent is optimised: those at sigma >= end_sigma (the first opt_percent of the
+    schedule), and always the first, however few the steps (4-8-step schedules may have none at that sigma)."""
+    if iterations <= 0 or len(sigmas) < 2:
+        return []
+    return [i for i in range(len(sigmas) - 1) if i == 0 or float(sigmas[i]) >= end_sigma]
+
+
 class QuerySink:
     """Receives the conditional queries of the optimised blocks during one gradient forward."""
 
@@ -83,8 +91,9 @@ class Settings:
 class Optimizer:
     """Everything the optimisation of one sampling run needs, prepared once."""
 
-    def __init__(self, guider, settings: Settings, trajectory, state, latent_shape):
+    def __init__(self, guider, settings: Settings, trajectory, state, latent_shape, seed=None):
         self.guider = guider
+        self.seed = seed
         self.settings = settings
         self.state = state
         unet = guider.model_patcher.model.diffusion_model
@@ -111,8 +120,8 @@ class Optimizer:
         self.backward_seconds = 0.0  # for the benchmark's overhead split
         self.last_maps: list[torch.Tensor] | None = None
 
-    def active(self, sigma) -> bool:
-        return self.settings.iterations > 0 and float(sigma) >= self.end_sigma
+    def steps(self, sigmas) -> list[int]:
+        return optimised_steps(sigmas, self.end_sigma, self.settings.iterations)
 
     def queries(self, x, sigma, model_options) -> dict[int, torch.Tensor]:
         sink = QuerySink(self.blocks)
@@ -120,9 +129,13 @@ class Optimizer:
         to = options.setdefault("transformer_options", {})
         to["anyi2v_force"] = True
         to["anyi2v_sink"] = sink
+        timestep = sigma.reshape(1).expand(x.shape[0]) if sigma.ndim == 0 else sigma
         try:
-            comfy.samplers.calc_cond_batch(self.guider.inner_model, [self.guider.conds["positive"]], x,
-                                           sigma.reshape(1).expand(x.shape[0]) if sigma.ndim == 0 else sigma, options)
+            # the sampler's own per-step entry point, looked up now (AnimateDiff-Evolved replaces it while it
+            # samples and sets up ad_params, keyframes and its model features there), without CFG: no
+            # unconditional branch, scale 1
+            comfy.samplers.sampling_function(self.guider.inner_model, x, timestep, None, self.guider.conds["positive"],
+                                             1.0, options, self.seed)
         except StopForward:
             pass
         sink.assemble(x.shape[0])

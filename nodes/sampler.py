@@ -1,11 +1,14 @@
 """The AnyI2V sampler and its nodes: zero-shot trajectory control by latent optimisation (paper Sec. 3.3-3.4).
 
-Before each early denoising step (sigma >= the MODEL's sigma at ``opt_percent``) the latent is
-optimised (nodes/optimizer.py). Then the base sampler takes the ordinary CFG step. Single-step base samplers are driven interval by
-interval through the optimisation window; the rest of the schedule runs in one call.
+Before each early denoising step (sigma >= the sigma at ``opt_percent`` of the run's schedule, and always the
+first step) the latent is optimised (nodes/optimizer.py); the first step's ordinary pass is then injected too.
+Then the base sampler takes the ordinary CFG step. Single-step base samplers are driven interval by interval
+through the optimisation window; the rest of the schedule runs in one call.
 """
 
 from __future__ import annotations
+
+import logging
 
 import comfy.model_management
 import comfy.model_patcher
@@ -18,14 +21,17 @@ import numpy as np
 import torch
 from comfy_api.latest import io, ui
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from ..core.loss import MASK_MODES
 from ..core.optimize import UPDATE_RULES
 from ..core.view import loss_masks, maps_rgb, upsample
-from .inject import apply_injection, injection_state, state_from_options
-from .optimizer import Optimizer, Settings
+from .inject import RUN_END_KEY, apply_injection, injection_state, state_from_options
+from .optimizer import Optimizer, Settings, optimised_steps
 from .types import CATEGORY, Features
 from .types import Trajectory as TrajectoryType
+
+log = logging.getLogger("AnyI2V")
 
 BASE_SAMPLERS = ["ddim", "euler", "euler_ancestral", "heun", "dpm_2", "lcm", "dpmpp_2m", "uni_pc"]
 
@@ -40,30 +46,42 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
         state = state_from_options(model_options)
         if state is None:
             raise ValueError("model: AnyI2V needs a MODEL from AnyI2V Inject Features (or features given to the sampler)")
-        opt = Optimizer(guider, settings, trajectory, state, tuple(x.shape))
-        window = [i for i in range(len(sigmas) - 1) if opt.active(sigmas[i])]
-        if settings.iterations > 0 and not window:
-            raise ValueError(f"opt_percent: no sampling step lies in the first {settings.opt_percent:.0%} of the schedule "
-                             f"({len(sigmas) - 1} steps); raise opt_percent or the step count")
-        tick = progress or (lambda: None)
+        opt = Optimizer(guider, settings, trajectory, state, tuple(x.shape), extra_args.get("seed"))
+        window = opt.steps(sigmas)
+        if window:
+            log.info("AnyI2V: optimising the latent before steps %s of %d (%d iterations each)",
+                     ", ".join(map(str, window)), len(sigmas) - 1, settings.iterations)
+            # the first step is optimised whatever opt_percent says, so it is injected whatever end_percent says
+            model_options = comfy.model_patcher.create_model_options_clone(model_options)
+            to = model_options.setdefault("transformer_options", {})
+            to[RUN_END_KEY] = min(to.get(RUN_END_KEY, state.end_sigma), float(sigmas[0]))
+            extra_args["model_options"] = model_options
+        run = RunProgress(len(sigmas) - 1, settings.iterations, disable, progress)
 
         def shifted(offset):
-            if callback is None:
-                return None
-            return lambda d: callback(dict(d, i=d["i"] + offset))
+            def step_done(d):
+                d = dict(d, i=d["i"] + offset)
+                run.step_done(d["i"])
+                if callback is not None:
+                    callback(d)
+
+            return step_done
 
         i = 0
-        while i < len(sigmas) - 1:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            if i in window:
-                x = opt.optimize(x, sigmas[i], i, model_options, tick)
-                x = base.sampler_function(model, x, sigmas[i:i + 2], extra_args=extra_args, callback=shifted(i),
-                                          disable=True, **base.extra_options)
-                i += 1
-            else:
-                x = base.sampler_function(model, x, sigmas[i:], extra_args=extra_args, callback=shifted(i),
-                                          disable=disable, **base.extra_options)
-                break
+        try:
+            while i < len(sigmas) - 1:
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                if i in window:
+                    x = opt.optimize(x, sigmas[i], i, model_options, run.iteration_of(i))
+                    x = base.sampler_function(model, x, sigmas[i:i + 2], extra_args=extra_args, callback=shifted(i),
+                                              disable=True, **base.extra_options)
+                    i += 1
+                else:
+                    x = base.sampler_function(model, x, sigmas[i:], extra_args=extra_args, callback=shifted(i),
+                                              disable=True, **base.extra_options)
+                    break
+        finally:
+            run.close()
         sample.losses = opt.losses
         sample.backward_seconds = opt.backward_seconds
         sample.optimizer = opt
@@ -74,6 +92,38 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
     sample.optimizer = None
     sample.settings = settings
     return sample
+
+
+class RunProgress:
+    """The progress of one run. The console bar counts the run's steps (8 steps show 8/8 however they are
+    driven), its postfix the optimisation iterations. In the UI, AnyI2V KSampler counts steps + iterations
+    itself (``units``: called once per iteration); inside SamplerCustom(Advanced), whose bar counts steps
+    through the step callback, each iteration advances the bar by a share of its step."""
+
+    def __init__(self, steps: int, iterations: int, disable, units=None):
+        self.steps, self.iterations, self.units = steps, iterations, units
+        self.console = tqdm(total=steps, disable=disable)
+        self.ui = comfy.utils.ProgressBar(steps) if units is None else None
+
+    def iteration_of(self, step: int):
+        done = [0]
+
+        def tick():
+            done[0] += 1
+            if self.units is not None:
+                self.units()
+            else:
+                self.ui.update_absolute(step + done[0] / (self.iterations + 1), self.steps)
+            self.console.set_postfix_str(f"optimising step {step}: {done[0]}/{self.iterations}", refresh=True)
+
+        return tick
+
+    def step_done(self, step: int):
+        self.console.set_postfix_str("", refresh=False)
+        self.console.update(step + 1 - self.console.n)
+
+    def close(self):
+        self.console.close()
 
 
 def base_ksampler(name: str):
@@ -142,7 +192,8 @@ class _OptionsHolder:
 def settings_inputs():
     return [
         io.Float.Input("opt_percent", default=0.24, min=0.0, max=1.0, step=0.01,
-                       tooltip="Optimise the latent before the steps in this first part of the schedule (0.24 = the first 6 of 25 steps)."),
+                       tooltip="Optimise the latent before the steps in this first part of the schedule (0.24 = the first 6 of 25 steps); "
+                               "the first step is always optimised, however few the steps."),
         io.Int.Input("iterations", default=5, min=0, max=100, tooltip="Optimisation iterations before each of those steps."),
         io.Float.Input("lr", default=0.01, min=0.0, max=1.0, step=0.001, tooltip="Step of the latent update per element and iteration, in units of the unit-variance "
                                  "latent z_t = x / sqrt(1 + sigma^2) the paper optimises (the paper: 0.01; 0 = no optimisation)."),
@@ -188,8 +239,17 @@ class AnyI2VSampler(io.ComfyNode):
         return io.NodeOutput(AnyI2VSAMPLER(base_ksampler(sampler_name), settings, trajectory, features))
 
 
+def loss_title(losses) -> str:
+    """The loss plot's caption: the optimised step indices and the loss from the first to the last iteration."""
+    if not losses:
+        return "no optimisation ran"
+    steps = sorted({s for s, _, _ in losses})
+    return f"optimised steps {', '.join(map(str, steps))}: alignment loss {losses[0][2]:.4g} -> {losses[-1][2]:.4g}"
+
+
 def loss_plot(losses, width=384, height=192) -> torch.Tensor:
-    """A small line chart of the alignment loss per iteration, as an IMAGE."""
+    """A small line chart of the alignment loss per iteration, as an IMAGE; each optimised step is labelled
+    under its iterations."""
     img = Image.new("RGB", (width, height), (24, 24, 24))
     d = ImageDraw.Draw(img)
     if losses:
@@ -198,10 +258,13 @@ def loss_plot(losses, width=384, height=192) -> torch.Tensor:
         span = hi - lo or 1.0
         xs = np.linspace(20, width - 10, len(values)) if len(values) > 1 else np.array([width / 2])
         ys = height - 20 - (values - lo) / span * (height - 40)
+        for k, (step, _, _) in enumerate(losses):
+            if k == 0 or losses[k - 1][0] != step:
+                if k:
+                    d.line([(xs[k] - 0.5 * (xs[k] - xs[k - 1]), 14), (xs[k] - 0.5 * (xs[k] - xs[k - 1]), height - 4)], fill=(70, 70, 70))
+                d.text((xs[k], height - 14), f"s{step}", fill=(160, 160, 160))
         d.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(90, 200, 255), width=2)
-        d.text((4, 2), f"alignment loss {values[0]:.4g} -> {values[-1]:.4g}", fill=(230, 230, 230))
-    else:
-        d.text((4, 2), "no optimisation ran", fill=(230, 230, 230))
+    d.text((4, 2), loss_title(losses), fill=(230, 230, 230))
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
 
 
@@ -257,9 +320,8 @@ class AnyI2VKSampler(io.ComfyNode):
         if denoise < 1.0:
             total = int(steps / denoise) if denoise > 0 else 0
             sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, total).cpu()[-(steps + 1):] if total else sigmas[-1:]
-        end = float(sampling.percent_to_sigma(opt_percent))
-        opt_steps = sum(1 for s in sigmas[:-1] if float(s) >= end) if iterations > 0 else 0
-        total_units = steps + opt_steps * iterations
+        opt_steps = len(optimised_steps(sigmas, float(sampling.percent_to_sigma(opt_percent)), iterations))
+        total_units = len(sigmas) - 1 + opt_steps * iterations  # ddim_uniform may give a step more than asked
         pbar = comfy.utils.ProgressBar(total_units)
         previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
         done = {"iters": 0, "steps": 0}
@@ -277,7 +339,7 @@ class AnyI2VKSampler(io.ComfyNode):
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
                                              noise_mask=latent_image.get("noise_mask"), callback=callback,
-                                             disable_pbar=True, seed=seed)
+                                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         out = dict(latent_image, samples=samples)
         out.pop("noise_mask", None)
         plot = loss_plot(sampler.losses)

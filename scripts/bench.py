@@ -64,7 +64,7 @@ def build():
     import comfy.sd
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    from tests.standin_ade import MotionModel, UseEvolvedSampling
+    from tests.standin_ade import AppliedMotionModel, MotionModel, UseEvolvedSampling
     from tests.standin_ade.motion import motion_slots
     from tests.support.standin_ade_weights import motion_module_state_dict
     from tests.support.tiny_models import tiny_taesd_state_dict
@@ -82,7 +82,7 @@ def build():
     patcher = comfy.model_patcher.ModelPatcher(base, comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device())
     slots = [(k, b, c) for k, b, _, c in motion_slots(base.diffusion_model)]
     motion = MotionModel("bench", motion_module_state_dict(slots=slots))
-    (video,) = UseEvolvedSampling().use(patcher, "autoselect", m_models=[motion])
+    (video,) = UseEvolvedSampling().use(patcher, "autoselect", m_models=[AppliedMotionModel(motion)])
     g = torch.Generator().manual_seed(0)
     pos = [[torch.randn(1, 77, 64, generator=g), {}]]
     neg = [[torch.randn(1, 77, 64, generator=g), {}]]

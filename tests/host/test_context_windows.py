@@ -70,35 +70,59 @@ def test_frame_zero_is_found_in_any_window_and_its_kv_reach_windows_without_it(m
     assert torch.equal(q5[4], torch.full((TOKENS, C), 7.0)) and torch.equal(k5[7], k2[4])
 
 
-def windowed(frames=32, length=16, overlap=4, **settings):
-    """The full AnyI2V prompt with AnimateDiff-Evolved context windows (the stand-in's ADE way: ad_params sub_idxs)."""
+CONTEXT = {
+    "static": ("ADE_StandardStaticContextOptions", {}),
+    "uniform": ("ADE_StandardUniformContextOptions", {"context_stride": 1}),
+}
+
+
+def windowed(frames=32, length=16, overlap=4, schedule="static", **settings):
+    """The full AnyI2V prompt with AnimateDiff-Evolved context windows (ADE's: its sampling function creates
+    ad_params, its CALC_COND_BATCH wrapper writes each window's sub_idxs into it)."""
     p = prompts.full(frames=frames, **settings)
-    p["ctx"] = {"class_type": "ADE_StandardStaticContextOptions", "inputs": {"context_length": length, "context_overlap": overlap}}
+    kind, extra = CONTEXT[schedule]
+    p["ctx"] = {"class_type": kind, "inputs": dict({"context_length": length, "context_overlap": overlap}, **extra)}
     p["ade"]["inputs"]["context_options"] = ["ctx", 0]
     return p
 
 
-def test_thirty_two_frames_in_sliding_windows(host, monkeypatch):
+LONG_TRAJ = ('{"bounding_box": [[16, 20, 44, 44]], "center_traj": [[[30, 32], [38, 32], [46, 32], [38, 32]]], '
+             '"width": 64, "height": 64}')
+
+
+@pytest.mark.parametrize("schedule, frames", [("static", 32), ("uniform", 24)])
+def test_long_video_in_ade_context_windows(host, monkeypatch, schedule, frames):
+    """AnyI2V KSampler on Use Evolved Sampling with context windows: the optimisation's gradient forward runs in
+    the windows (it failed with KeyError 'ad_params' when it called calc_cond_batch outside ADE's sampling
+    function); frame 0 is found in whatever window holds it (the uniform schedule moves the windows every
+    step), and windows without it get its K/V."""
     inject = pack_module("nodes.inject")
     optimizer = pack_module("nodes.optimizer")
     hits, windows = [], []
     real_get, real_record = inject.FrameZeroKV.get, optimizer.QuerySink.record
+
     def get(self, block, run):
         found = real_get(self, block, run)
         hits.append(found is not None)
         return found
 
     monkeypatch.setattr(inject.FrameZeroKV, "get", get)
-    monkeypatch.setattr(optimizer.QuerySink, "record", lambda self, b, q, f=None: windows.append(f) or real_record(self, b, q, f))
-    traj = ('{"bounding_box": [[16, 20, 44, 44]], "center_traj": [[[30, 32], [38, 32], [46, 32], [38, 32]]], '
-            '"width": 64, "height": 64}')
-    p = windowed(iterations=3, lr=0.05)
-    p["traj"]["inputs"].update(trajectory=traj, frames=32)
+    monkeypatch.setattr(optimizer.QuerySink, "record",
+                        lambda self, b, q, f=None: windows.append((id(self), f)) or real_record(self, b, q, f))
+    p = windowed(frames=frames, schedule=schedule, iterations=3, lr=0.05)
+    p["traj"]["inputs"].update(trajectory=LONG_TRAJ, frames=frames)
     out = host.node_output(p, "aks")
     samples = out[0]["samples"]
-    assert samples.shape == (32, 4, 8, 8) and torch.isfinite(samples).all()
+    assert samples.shape == (frames, 4, 8, 8) and torch.isfinite(samples).all()
     assert any(hits), "windows without frame 0 never received its K/V"
-    assert [0, 15] in [[w[0], w[-1]] for w in windows if w] and any(w and 0 not in w for w in windows)
+    assert all(w is not None for _, w in windows), "the gradient forward ran outside the windows"
+    firsts = {}  # the first window of each gradient forward (one query sink each)
+    for sink, w in windows:
+        firsts.setdefault(sink, (w[0], w[-1]))
+    spans = {(w[0], w[-1]) for _, w in windows}
+    assert (0, 15) in spans and any(0 not in w for _, w in windows), spans
+    # static windows always start with frame 0's; ADE's uniform ones move: its step 1 runs [8..23] before [0..15]
+    assert ((8, 23) in firsts.values()) == (schedule == "uniform"), firsts
     again = host.node_output(p, "aks")[0]["samples"]
     assert torch.equal(samples, again)
 
@@ -109,8 +133,7 @@ def test_windowed_optimisation_lowers_the_loss_within_a_step(host):
 
     sampler_mod = pack_module("nodes.sampler")
     p = windowed()
-    model, traj = host.node_output(p, "inj")[0], host.node_output(p, "traj")[0]
-    pos, neg = host.node_output(p, "pos")[0], host.node_output(p, "neg")[0]
+    model, traj, pos, neg = (out[0] for out in host.node_outputs(p, ["inj", "traj", "pos", "neg"]))
     settings = sampler_mod.Settings(**dict(prompts.SETTINGS, iterations=5, lr=0.05))
     sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
     latent = torch.zeros(32, 4, 8, 8)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support.examples import EXAMPLES, copy_inputs, example_prompt
+from tests.support.examples import EXAMPLES, copy_inputs, example_prompt, tiny_profile
 from tests.support.host import cache_dir
 from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message
 from tests.support.tiny_models import ensure_models
@@ -32,3 +32,20 @@ def test_example_runs_and_writes_a_video(server, path):
     assert any(f["filename"].endswith(".png") for f in files), files
     webp = next(f for f in files if f["filename"].endswith(".webp"))
     assert server.view(webp)[:4] == b"RIFF"
+
+
+def test_a_long_video_in_uniform_context_windows(server):
+    """Example 6's graph at 24 frames in ADE's Standard Uniform windows (length 16, overlap 4: the windows move
+    every step), through /prompt."""
+    path = next(p for p in EXAMPLES if p.stem.startswith("06_"))
+    prompt = example_prompt(path, server.object_info(), tiny=False)
+    prompt = tiny_profile(prompt, {"width": 64, "height": 64, "frames": 24, "steps": 6, "stride": 10})
+    ctx = next(k for k, n in prompt.items() if n["class_type"] == "ADE_StandardStaticContextOptions")
+    prompt[ctx] = {"class_type": "ADE_StandardUniformContextOptions", "inputs": {
+        "context_length": 16, "context_stride": 1, "context_overlap": 4, "fuse_method": "pyramid"}}
+    entry = server.run(prompt, timeout=900)
+    assert entry["status"]["status_str"] == "success", error_message(entry) + server.log_tail(20)
+    log = server.log_tail(400)
+    assert "optimising the latent before steps 0" in log, log[-2000:]
+    files = [img for out in entry["outputs"].values() for img in out.get("images", []) if img.get("type") == "output"]
+    assert any(f["filename"].endswith(".webp") for f in files), files

@@ -1,5 +1,7 @@
 """The AnyI2V sampler through the real executor (tiny model, ADE stand-in temporal module)."""
 
+import re
+
 import pytest
 import torch
 
@@ -14,20 +16,20 @@ def samples(host, p, node="aks"):
     return host.node_output(p, node)[0]["samples"].clone()
 
 
-def run_sampler(host, p, progress=None, model=None, steps=4, **settings):
+def run_sampler(host, p, progress=None, model=None, steps=4, scheduler="normal", **settings):
     """Sample with the executor-loaded models and an AnyI2V SAMPLER; return (samples, losses)."""
     import comfy.sample
     import comfy.samplers
 
     sampler_mod = pack_module("nodes.sampler")
-    model = model or host.node_output(p, "inj")[0]
-    traj = host.node_output(p, "traj")[0]
-    pos, neg = host.node_output(p, "pos")[0], host.node_output(p, "neg")[0]
+    found = host.node_outputs(p, ["inj", "traj", "pos", "neg"])
+    model = model or found[0][0]
+    traj, pos, neg = (out[0] for out in found[1:])
     values = dict(prompts.SETTINGS, **settings)
     sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj,
                                         progress=progress)
     latent = torch.zeros(4, 4, 8, 8)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
     with torch.inference_mode():
         out = comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 3), 4.0, sampler, sigmas, pos, neg,
                                          latent, seed=3)
@@ -200,7 +202,6 @@ def test_sixteen_frames(host):
 
 @pytest.mark.parametrize("change, message", [
     ({"frames": 1}, "at least 2 frames"),
-    ({"opt_percent": 0.0}, "opt_percent"),
     ({"query_blocks": "Query 0.1"}, "has no attention"),
 ])
 def test_bad_inputs_fail_clearly(host, change, message):
@@ -256,3 +257,83 @@ def test_sampler_with_features_input_and_a_plain_model(host):
     assert torch.allclose(via_features, via_model, atol=1e-5)
     model = host.node_output(p, "ade")[0]
     assert pack_module("nodes.inject").injection_state(model) is None  # the MODEL itself was not patched
+
+
+@pytest.mark.parametrize("steps, opt_percent", [(4, 0.24), (8, 0.24), (6, 0.0)])
+def test_the_first_step_is_always_optimised_and_injected(host, monkeypatch, caplog, steps, opt_percent):
+    """AnimateLCM-style few-step schedules: on ADE's schedule with ddim_uniform, 4 steps have no step inside
+    opt_percent 0.24 or end_percent 0.16 (the first is at t = 751); the first step is optimised anyway, and its
+    ordinary CFG pass is injected (frame 0's query is the condition's); the next step's is not."""
+    from tests.host.test_inject import AttnRecorder
+
+    inject, sampler_mod = pack_module("nodes.inject"), pack_module("nodes.sampler")
+    recorder = AttnRecorder(inject)
+    monkeypatch.setattr(inject, "optimized_attention", recorder)
+    p = prompts.full()
+    feats = host.node_output(p, "inv")[0]
+    recorder.calls.clear()
+    caplog.set_level("INFO", logger="AnyI2V")
+    _, losses = run_sampler(host, p, steps=steps, scheduler="ddim_uniform", opt_percent=opt_percent, iterations=2)
+    assert sorted({s for s, _, _ in losses}) == [0] and len(losses) == 2
+    assert re.search(r"optimising the latent before steps 0 of \d+ \(2 iterations each\)", caplog.text), caplog.text
+    assert sampler_mod.loss_title(losses).startswith("optimised steps 0: ")
+    cfg_passes = [q for q, _, _ in recorder.calls if q.shape[0] == 8]  # cond + uncond of 4 frames; 4 blocks a pass
+    injected = [any(torch.equal(q[row], feats.queries[b][0].to(q)) for row in (0, 4))
+                for q, b in zip(cfg_passes, [3, 4, 6, 7] * (len(cfg_passes) // 4), strict=True)]
+    assert injected[:4] == [True] * 4 and not any(injected[4:]), injected
+
+
+def test_loss_plot_names_the_optimised_steps(host):
+    sampler_mod = pack_module("nodes.sampler")
+    losses = [(0, 0, 2.0), (0, 1, 1.5), (1, 0, 1.4), (1, 1, 1.0), (2, 0, 0.9)]
+    assert sampler_mod.loss_title(losses) == "optimised steps 0, 1, 2: alignment loss 2 -> 0.9"
+    assert sampler_mod.loss_title([]) == "no optimisation ran"
+    plot = sampler_mod.loss_plot(losses)
+    assert plot.shape == (1, 192, 384, 3) and not torch.equal(plot, sampler_mod.loss_plot(losses[:2]))
+
+
+def progress_prompt(form, steps=8, iterations=2):
+    """AnyI2V on 8 ddim_uniform steps (ADE's schedule: only the first lies in opt_percent 0.24), in the one-node
+    form or as a SAMPLER in SamplerCustomAdvanced."""
+    settings = dict(prompts.SETTINGS, opt_percent=0.24, iterations=iterations)
+    if form == "ksampler":
+        return prompts.full(steps=steps, scheduler="ddim_uniform", **settings), "aks"
+    p = prompts.trajectory(prompts.inject(prompts.invert(prompts.base())))
+    p["sampler"] = {"class_type": "AnyI2VSampler", "inputs": dict(settings, trajectory=["traj", 0], sampler_name="ddim")}
+    p["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}}
+    p["guider"] = {"class_type": "CFGGuider", "inputs": {"model": ["inj", 0], "positive": ["pos", 0], "negative": ["neg", 0], "cfg": 4.0}}
+    p["sched"] = {"class_type": "BasicScheduler", "inputs": {"model": ["inj", 0], "scheduler": "ddim_uniform", "steps": steps, "denoise": 1.0}}
+    p["sca"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0],
+                                                                 "sigmas": ["sched", 0], "latent_image": ["lat", 0]}}
+    return p, "sca"
+
+
+@pytest.mark.parametrize("form", ["ksampler", "samplercustomadvanced"])
+def test_progress_counts_every_step_and_iteration(host, monkeypatch, capsys, form):
+    """What the UI gets (ComfyUI's progress hook, per node) and the console bar: 8 steps end at 8/8 (the console
+    showed 7/7 when the first step was driven apart); the one-node form counts 8 + 2 iterations as 10 units, the
+    SAMPLER form moves its step bar by a third of a step per iteration before step 0."""
+    import comfy.utils
+    from comfy_execution.utils import get_executing_context
+
+    seen = []
+
+    def hook(value, total, preview, node_id=None, prompt_id=None):
+        context = get_executing_context()
+        seen.append((context.node_id if context else node_id, value, total))
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_ENABLED", True)
+    p, node = progress_prompt(form)
+    capsys.readouterr()
+    host.node_output(p, node)
+    mine = [(v, t) for n, v, t in seen if n == node]
+    values = [v for v, _ in mine]
+    assert values == sorted(values) and mine[-1][0] == mine[-1][1]
+    if form == "ksampler":
+        assert {t for _, t in mine} == {10} and values == list(range(1, 11))
+    else:
+        assert {t for _, t in mine} == {8} and values[-1] == 8
+        assert [round(v, 3) for v in values if v < 1] == [0.333, 0.667]
+    console = capsys.readouterr().err
+    assert "8/8" in console and "7/7" not in console, console[-400:]

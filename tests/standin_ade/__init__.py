@@ -1,50 +1,53 @@
 """TEST DOUBLE of ComfyUI-AnimateDiff-Evolved (ADE), which is on no package registry.
 
-It registers ADE's node ids and inputs for the nodes our workflows use
-(ADE_LoadAnimateDiffModel -> ADE_ApplyAnimateDiffModelSimple -> ADE_UseEvolvedSampling, and
-ADE_StandardStaticContextOptions) and injects a small temporal module the ADE way (PatcherInjection +
-forward_timestep_embed_patch, module placed after index [1] of each block). Context windows work the ADE
-way too: a CALC_COND_BATCH wrapper runs the model window by window with
-``transformer_options["ad_params"] = {"full_length", "context_length", "sub_idxs"}`` and averages the
-overlaps (flat weights; text conditioning only). Never shipped with the pack: tests link it into the host's
-custom_nodes.
+Written from a reading of ADE 1.5.7 (commit d8d163cd; GPL, nothing copied) to reproduce the contract other
+packs meet when they run inside it:
+- node ids and inputs (names, order, defaults) of ADE_LoadAnimateDiffModel, ADE_ApplyAnimateDiffModelSimple,
+  ADE_UseEvolvedSampling, ADE_StandardStaticContextOptions, ADE_StandardUniformContextOptions and
+  ADE_MultivalDynamic (nodes_gen2.py, nodes_context.py, nodes_multival.py), so workflows saved against the
+  stand-in load in the real ADE;
+- Use Evolved Sampling (nodes_gen2.py ``UseEvolvedSamplingNode``) clones the MODEL and puts an object patch
+  ``model_sampling`` on it: the beta schedule ("autoselect" = sqrt_linear for an SD1.5 motion model, "use
+  existing" without one), so the MODEL's sigmas change at that node; it keys an OUTER_SAMPLE and a
+  CALC_COND_BATCH wrapper "ADE" on it, and, with motion models, a PatcherInjection that inserts them into the
+  UNet (model_injection.py ``inject_motion_models``) and a ``forward_timestep_embed_patch`` that runs them;
+- the sampling contract of sampling.py (see ``sampling``): the sampling_function swap for the duration of
+  sampling, ``ad_params`` created per call on a copy of model_options, the context-window wrapper writing
+  into it, one per-call feature reading it in an APPLY_MODEL wrapper;
+- context windows "standard_static" and "standard_uniform" (see ``context``).
+Never shipped with the pack: tests link it into the host's custom_nodes.
 """
 
 from __future__ import annotations
 
 import os
 
-import comfy.model_management
 import comfy.model_patcher
 import comfy.model_sampling
 import comfy.patcher_extension
 import comfy.utils
 import folder_paths
-import torch
 
-from .motion import StandinMotionModule, build_modules, motion_slots
+from .context import FUSE_METHODS, FUSE_METHODS_STATIC, STATIC, UNIFORM, ContextOptions
+from .motion import StandinMotionModule, build_modules, motion_slots, run_motion_module
+from .sampling import outer_sample_wrapper, sliding_calc_cond_batch
 
 STANDIN = True
-INJECTION_KEY = "ADE"
+KEY = "ADE"
 _FOLDER = "animatediff_models"
+MENU = "Animate Diff (test stand-in)"
 
 if _FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(_FOLDER, os.path.join(folder_paths.models_dir, _FOLDER))
     folder_paths.folder_names_and_paths[_FOLDER] = (folder_paths.folder_names_and_paths[_FOLDER][0], {".safetensors", ".ckpt"})
 
-BETA_SCHEDULES = ["autoselect", "use existing", "sqrt_linear (AnimateDiff)", "linear (HotshotXL/default)"]
-
-
-def _frames(x, transformer_options):
-    ad_params = transformer_options.get("ad_params") or {}
-    sub_idxs = ad_params.get("sub_idxs")
-    if sub_idxs is not None:
-        return len(sub_idxs)
-    return x.shape[0] // max(1, len(transformer_options.get("cond_or_uncond", [0])))
-
-
-def _run_motion(layer, x, emb, context, transformer_options, *args):
-    return layer(x, _frames(x, transformer_options))
+# ADE's BetaSchedules.ALIAS_LIST (the combo's values); the stand-in builds the first four and refuses the rest
+BETA_SCHEDULES = ["autoselect", "use existing", "sqrt_linear (AnimateDiff)", "linear (AnimateDiff-SDXL)",
+                  "linear (HotshotXL/default)", "avg(sqrt_linear,linear)", "lcm avg(sqrt_linear,linear)", "lcm",
+                  "lcm[100_ots]", "lcm >> sqrt_linear", "sqrt", "cosine", "squaredcos_cap_v2"]
+_RAW = {"sqrt_linear (AnimateDiff)": ("sqrt_linear", 0.012), "linear (HotshotXL/default)": ("linear", 0.012),
+        "linear (AnimateDiff-SDXL)": ("linear", 0.020)}
+BIG = 2**31 - 1
 
 
 class MotionModel:
@@ -54,9 +57,8 @@ class MotionModel:
 
     def modules_for(self, unet):
         modules = build_modules(self.state_dict)
-        slots = motion_slots(unet)
         placed = []
-        for kind, block, pos, channels in slots:
+        for kind, block, pos, channels in motion_slots(unet):
             module = modules.get(f"{kind}.{block}")
             if module is None or module.channels != channels:
                 have = None if module is None else module.channels
@@ -65,12 +67,17 @@ class MotionModel:
         return placed
 
 
+class AppliedMotionModel:
+    def __init__(self, model: MotionModel, effect=None):
+        self.model, self.effect = model, effect
+
+
 def _inject(patcher):
     unet = patcher.model.diffusion_model
-    placed = patcher.get_attachment("standin_ade_modules")
-    for kind, block, pos, module in placed:
+    device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+    for kind, block, pos, module in patcher.get_attachment("standin_ade_placed"):
         blocks = unet.input_blocks if kind == "input" else unet.output_blocks
-        module.to(device=next(unet.parameters()).device, dtype=next(unet.parameters()).dtype)
+        module.to(device=device, dtype=dtype)
         blocks[block].insert(pos, module)
 
 
@@ -91,11 +98,25 @@ class LoadAnimateDiffModel:
     RETURN_TYPES = ("MOTION_MODEL_ADE",)
     RETURN_NAMES = ("MOTION_MODEL",)
     FUNCTION = "load"
-    CATEGORY = "Animate Diff (test stand-in)"
+    CATEGORY = MENU
 
     def load(self, model_name, ad_settings=None):
         path = folder_paths.get_full_path_or_raise(_FOLDER, model_name)
         return (MotionModel(model_name, comfy.utils.load_torch_file(path, safe_load=True)),)
+
+
+class MultivalDynamic:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"float_val": ("FLOAT", {"default": 1.0, "min": 0.0, "step": 0.001})},
+                "optional": {"mask_optional": ("MASK",)}}
+
+    RETURN_TYPES = ("MULTIVAL",)
+    FUNCTION = "create"
+    CATEGORY = MENU
+
+    def create(self, float_val=1.0, mask_optional=None):
+        return (float_val if mask_optional is None else mask_optional.clone() * float_val,)
 
 
 class ApplyAnimateDiffModelSimple:
@@ -114,68 +135,68 @@ class ApplyAnimateDiffModelSimple:
 
     RETURN_TYPES = ("M_MODELS",)
     FUNCTION = "apply"
-    CATEGORY = "Animate Diff (test stand-in)"
+    CATEGORY = MENU
 
-    def apply(self, motion_model, **_):
-        return ([motion_model],)
-
-
-class ContextOptions:
-    def __init__(self, length: int, overlap: int):
-        self.context_length, self.context_overlap = length, overlap
-
-    def windows(self, frames: int) -> list[list[int]]:
-        """ADE's "standard static" schedule: windows of context_length frames, the last one shifted back to fit."""
-        if frames <= self.context_length:
-            return [list(range(frames))]
-        out, step = [], max(1, self.context_length - self.context_overlap)
-        for start in range(0, frames, step):
-            start = min(start, frames - self.context_length)
-            out.append(list(range(start, start + self.context_length)))
-            if start + self.context_length >= frames:
-                break
-        return out
+    def apply(self, motion_model, effect_multival=None, **others):
+        unsupported = [k for k, v in others.items() if v is not None]
+        if unsupported:
+            raise ValueError(f"the ADE test stand-in does not reproduce {', '.join(unsupported)}")
+        return ([AppliedMotionModel(motion_model, effect_multival)],)
 
 
-class StandardStaticContextOptions:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"context_length": ("INT", {"default": 16, "min": 1, "max": 128}),
-                             "context_overlap": ("INT", {"default": 4, "min": 0, "max": 128})},
-                "optional": {"fuse_method": (["pyramid", "flat", "overlap-linear", "relative"],),  # ADE's inputs; the
-                             "use_on_equal_length": ("BOOLEAN", {"default": False}),       # stand-in averages flat
-                             "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
-                             "guarantee_steps": ("INT", {"default": 1, "min": 0, "max": 2**31 - 1}),
-                             "prev_context": ("CONTEXT_OPTIONS",), "view_opts": ("VIEW_OPTS",)}}
+def _context_node(schedule, fuse_methods, stride):
+    required = {"context_length": ("INT", {"default": 16, "min": 1, "max": 128})}
+    if stride:
+        required["context_stride"] = ("INT", {"default": 1, "min": 1, "max": 32})
+    required["context_overlap"] = ("INT", {"default": 4, "min": 0, "max": 128})
 
-    RETURN_TYPES = ("CONTEXT_OPTIONS",)
-    FUNCTION = "create"
-    CATEGORY = "Animate Diff (test stand-in)"
+    class Node:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": dict(required),
+                    "optional": {"fuse_method": (list(fuse_methods),),
+                                 "use_on_equal_length": ("BOOLEAN", {"default": False}),
+                                 "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+                                 "guarantee_steps": ("INT", {"default": 1, "min": 0, "max": BIG}),
+                                 "prev_context": ("CONTEXT_OPTIONS",), "view_opts": ("VIEW_OPTS",)}}
 
-    def create(self, context_length, context_overlap, **_):
-        return (ContextOptions(context_length, context_overlap),)
+        RETURN_TYPES = ("CONTEXT_OPTIONS",)
+        RETURN_NAMES = ("CONTEXT_OPTS",)
+        FUNCTION = "create"
+        CATEGORY = MENU
+
+        def create(self, context_length, context_overlap, context_stride=1, fuse_method="pyramid", use_on_equal_length=False,
+                   start_percent=0.0, guarantee_steps=1, prev_context=None, view_opts=None):
+            if prev_context is not None or view_opts is not None or start_percent != 0.0:
+                raise ValueError("the ADE test stand-in does not reproduce prev_context, view_opts or start_percent")
+            return (ContextOptions(schedule, context_length, context_overlap, context_stride, fuse_method, use_on_equal_length),)
+
+    return Node
 
 
-def sliding_calc_cond_batch(options: ContextOptions):
-    def wrapper(executor, model, conds, x_in, timestep, model_options):
-        windows = options.windows(x_in.shape[0])
-        if len(windows) == 1:
-            return executor(model, conds, x_in, timestep, model_options)
-        out = [torch.zeros_like(x_in) if c is not None else None for c in conds]
-        counts = torch.zeros(x_in.shape[0], 1, 1, 1, device=x_in.device, dtype=x_in.dtype)
-        for window in windows:
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            opts = dict(model_options)
-            opts["transformer_options"] = dict(model_options.get("transformer_options", {}), ad_params={
-                "full_length": x_in.shape[0], "context_length": len(window), "sub_idxs": window})
-            sub = executor(model, conds, x_in[window], timestep[window], opts)
-            for i, part in enumerate(sub):
-                if out[i] is not None:
-                    out[i] = out[i].index_add(0, torch.tensor(window, device=x_in.device), part)
-            counts[window] += 1
-        return [o / counts if o is not None else None for o in out]
+StandardStaticContextOptions = _context_node(STATIC, FUSE_METHODS_STATIC, stride=False)
+StandardUniformContextOptions = _context_node(UNIFORM, FUSE_METHODS, stride=True)
 
-    return wrapper
+
+class Params:
+    """ADE's InjectionParams attachment: the context options of the MODEL."""
+
+    def __init__(self, context: ContextOptions | None):
+        self.context = context
+
+
+def beta_schedule_patch(model, beta_schedule, has_motion_models):
+    """The model_sampling object ADE's Use Evolved Sampling patches in (None: keep the model's own)."""
+    if beta_schedule == "autoselect":
+        beta_schedule = "sqrt_linear (AnimateDiff)" if has_motion_models else "use existing"
+    if beta_schedule == "use existing":
+        return None
+    if beta_schedule not in _RAW:
+        raise ValueError(f"beta_schedule: '{beta_schedule}' is not reproduced by the ADE test stand-in")
+    raw, linear_end = _RAW[beta_schedule]
+    sampling = type(model.get_model_object("model_sampling"))(model.model.model_config)
+    sampling._register_schedule(beta_schedule=raw, linear_start=0.00085, linear_end=linear_end)
+    return sampling
 
 
 class UseEvolvedSampling:
@@ -188,26 +209,32 @@ class UseEvolvedSampling:
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "use"
-    CATEGORY = "Animate Diff (test stand-in)"
+    CATEGORY = MENU
 
     def use(self, model, beta_schedule, m_models=None, context_options=None, sample_settings=None):
+        if sample_settings is not None:
+            raise ValueError("the ADE test stand-in does not reproduce sample_settings")
         model = model.clone()
-        if beta_schedule in ("autoselect", "sqrt_linear (AnimateDiff)", "linear (HotshotXL/default)"):
-            raw = "sqrt_linear" if beta_schedule != "linear (HotshotXL/default)" else "linear"
-            sampling = model.get_model_object("model_sampling")
-            new = type(sampling)(model.model.model_config)
-            new._register_schedule(beta_schedule=raw, linear_start=0.00085, linear_end=0.012)
-            model.add_object_patch("model_sampling", new)
+        wrappers = comfy.patcher_extension.WrappersMP
+        model.remove_wrappers_with_key(wrappers.OUTER_SAMPLE, KEY)
+        model.add_wrapper_with_key(wrappers.OUTER_SAMPLE, KEY, outer_sample_wrapper)
+        model.remove_wrappers_with_key(wrappers.CALC_COND_BATCH, KEY)
+        model.add_wrapper_with_key(wrappers.CALC_COND_BATCH, KEY, sliding_calc_cond_batch)
+        model.set_attachments("ADE_params", Params(context_options))
         if m_models:
             placed = []
-            for motion_model in m_models:
-                placed += motion_model.modules_for(model.model.diffusion_model)
-            model.set_attachments("standin_ade_modules", placed)
-            model.set_model_forward_timestep_embed_patch((StandinMotionModule, _run_motion))
-            model.set_injections(INJECTION_KEY, [comfy.model_patcher.PatcherInjection(inject=_inject, eject=_eject)])
-        if context_options is not None:
-            model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, INJECTION_KEY,
-                                       sliding_calc_cond_batch(context_options))
+            for applied in m_models:
+                modules = applied.model.modules_for(model.model.diffusion_model)
+                for *_, module in modules:
+                    module.effect = applied.effect
+                placed += modules
+            model.set_attachments("standin_ade_placed", placed)
+            model.set_attachments("standin_ade_modules", [m for *_, m in placed])
+            model.set_model_forward_timestep_embed_patch((StandinMotionModule, run_motion_module))
+            model.set_injections(KEY, [comfy.model_patcher.PatcherInjection(inject=_inject, eject=_eject)])
+        sampling = beta_schedule_patch(model, beta_schedule, bool(m_models))
+        if sampling is not None:
+            model.add_object_patch("model_sampling", sampling)
         return (model,)
 
 
@@ -216,5 +243,7 @@ NODE_CLASS_MAPPINGS = {
     "ADE_ApplyAnimateDiffModelSimple": ApplyAnimateDiffModelSimple,
     "ADE_UseEvolvedSampling": UseEvolvedSampling,
     "ADE_StandardStaticContextOptions": StandardStaticContextOptions,
+    "ADE_StandardUniformContextOptions": StandardUniformContextOptions,
+    "ADE_MultivalDynamic": MultivalDynamic,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {k: f"{k} (TEST STAND-IN)" for k in NODE_CLASS_MAPPINGS}

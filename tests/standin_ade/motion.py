@@ -1,9 +1,16 @@
 """TEST DOUBLE for AnimateDiff-Evolved's motion modules (ADE is on no package registry).
 
-A small temporal self-attention across frames, placed the way ADE places its motion modules: after
-the ResBlock/SpatialTransformer of every input and output block (so output_blocks[n][0] and [1] keep
-their indices), run through ComfyUI's ``forward_timestep_embed_patch`` and inserted/removed by a
-``PatcherInjection``. It is deterministic and differentiable, so frame coupling is real in tests.
+A small temporal self-attention across frames, placed the way ADE's ``AnimateDiffModel._inject`` places its
+modules: after the (last) SpatialTransformer of every input and output block, or after the first ResBlock
+where there is none (so output_blocks[n][0] and [1] keep their indices); run through ComfyUI's
+``forward_timestep_embed_patch`` as ADE's ``forward_timestep_embed_patch_ade`` does
+(``layer(x, context, transformer_options=...)``) and inserted/removed by a ``PatcherInjection``.
+
+As in ADE (motion_module_ad.py), a module does not read the frame count from the batch: the sampling code
+sets ``video_length`` (the context length, or the whole video) and, per window, the window's length. Its
+``effect`` (ADE's effect_multival) blends the temporal output with the input: a float, or a per-frame mask
+whose rows for the frames of this call are set before each model call (see sampling.py). It is
+deterministic and differentiable, so frame coupling is real in tests.
 """
 
 from __future__ import annotations
@@ -26,20 +33,40 @@ class StandinMotionModule(nn.Module):
         self.to_v = nn.Linear(channels, channels)
         self.to_out = nn.Linear(channels, channels)
         self.pos = nn.Parameter(torch.zeros(MAX_FRAMES, channels))
+        self.video_length = 16  # set by the sampling code, as ADE's set_video_length
+        self.effect: float | torch.Tensor | None = None  # None, a float or a (frames, H, W) mask
+        self.effect_rows: torch.Tensor | None = None  # the mask rows of the current call's frames
 
-    def forward(self, x: torch.Tensor, frames: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context=None, transformer_options=None) -> torch.Tensor:
         bf, c, h, w = x.shape
-        if frames <= 1 or bf % frames:
+        frames = self.video_length
+        if bf % frames:
+            raise RuntimeError(f"stand-in motion module: batch {bf} is not a multiple of video_length {frames}")
+        if self.effect is None:
+            return self.temporal(x, frames)
+        if not isinstance(self.effect, torch.Tensor):
+            return x * (1.0 - self.effect) + self.temporal(x, frames) * self.effect
+        rows = torch.nn.functional.interpolate(self.effect_rows[:, None].to(x), size=(h, w), mode="bilinear")
+        effect = rows.repeat(bf // frames, 1, 1, 1)
+        return x * (1.0 - effect) + self.temporal(x, frames) * effect
+
+    def temporal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        if frames <= 1:
             return x
         b = bf // frames
         t = x.reshape(b, frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, frames, c)
-        idx = positions if positions is not None else torch.arange(frames, device=x.device)
-        n = self.norm(t) + self.pos[idx % MAX_FRAMES].to(t.dtype)
+        n = self.norm(t) + self.pos[torch.arange(frames, device=x.device) % MAX_FRAMES].to(t.dtype)
         q, k, v = self.to_q(n), self.to_k(n), self.to_v(n)
         attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), dim=-1)
         out = self.to_out(attn @ v)
         out = out.reshape(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
         return x + out
+
+
+def run_motion_module(layer, x, emb, context, transformer_options, *args, **kwargs):
+    """The forward_timestep_embed_patch handler."""
+    return layer(x, context, transformer_options=transformer_options)
 
 
 def motion_slots(unet: nn.Module) -> list[tuple[str, int, int, int]]:
@@ -50,7 +77,7 @@ def motion_slots(unet: nn.Module) -> list[tuple[str, int, int, int]]:
             names = [type(m).__name__ for m in block]
             if "ResBlock" not in names:
                 continue
-            pos = names.index("SpatialTransformer") + 1 if "SpatialTransformer" in names else names.index("ResBlock") + 1
+            pos = len(names) - names[::-1].index("SpatialTransformer") if "SpatialTransformer" in names else names.index("ResBlock") + 1
             slots.append((kind, i, pos, block[names.index("ResBlock")].out_channels))
     return slots
 

@@ -71,11 +71,18 @@ class Host:
     def node_output(self, prompt: dict, node_id: str):
         """Run the prompt and return the Python outputs of one node (a PreviewAny sink makes any
         node an output, since ComfyUI only executes what feeds an output node)."""
-        prompt = dict(prompt, _anyi2v_sink={"class_type": "PreviewAny", "inputs": {"source": [node_id, 0]}})
-        self.run(prompt, outputs=["_anyi2v_sink"])
-        entry = self.executor.caches.outputs.get(node_id)
-        outputs = entry.outputs if hasattr(entry, "outputs") else entry[0]
-        return [values[0] if len(values) == 1 else values for values in outputs]
+        return self.node_outputs(prompt, [node_id])[0]
+
+    def node_outputs(self, prompt: dict, node_ids: list[str]) -> list:
+        """Run the prompt once and return the Python outputs of each of these nodes."""
+        sinks = {f"_anyi2v_sink_{n}": {"class_type": "PreviewAny", "inputs": {"source": [n, 0]}} for n in node_ids}
+        self.run(dict(prompt, **sinks), outputs=list(sinks))
+        found = []
+        for node_id in node_ids:
+            entry = self.executor.caches.outputs.get(node_id)
+            outputs = entry.outputs if hasattr(entry, "outputs") else entry[0]
+            found.append([values[0] if len(values) == 1 else values for values in outputs])
+        return found
 
 
 def with_leaf_sinks(prompt: dict) -> dict:

@@ -41,7 +41,7 @@ def tiny_profile(prompt: dict, profile: dict = TINY_PROFILE) -> dict:
             inputs["stride"] = p["stride"]
         if kind in ("ImageScale", "EmptyLatentImage", "AnyI2VRenderMesh"):
             inputs["width"], inputs["height"] = p["width"], p["height"]
-        if kind == "ADE_StandardStaticContextOptions":  # keep the windows sliding over the fewer frames
+        if kind in ("ADE_StandardStaticContextOptions", "ADE_StandardUniformContextOptions"):  # still sliding
             inputs["context_length"], inputs["context_overlap"] = max(2, p["frames"] // 2), 1
         if kind == "EmptyLatentImage":
             inputs["batch_size"] = p["frames"]
