@@ -6,8 +6,9 @@ ADE_StandardStaticContextOptions) and injects a small temporal module the ADE wa
 forward_timestep_embed_patch, module placed after index [1] of each block). Context windows work the ADE
 way too: a CALC_COND_BATCH wrapper runs the model window by window with
 ``transformer_options["ad_params"] = {"full_length", "context_length", "sub_idxs"}`` and averages the
-overlaps (flat weights; text conditioning only). Never shipped with the pack: tests link it into the host's
-custom_nodes.
+overlaps (flat weights; text conditioning only). The motion module's weights are stored in ComfyUI's
+``unet_dtype()``, with manual-cast ops where needed, as ADE's Gen2 loader does (see motion.py). Never shipped
+with the pack: tests link it into the host's custom_nodes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import comfy.utils
 import folder_paths
 import torch
 
-from .motion import StandinMotionModule, build_modules, motion_slots
+from .motion import StandinMotionModule, ade_dtype_and_ops, build_modules, motion_slots
 
 STANDIN = True
 INJECTION_KEY = "ADE"
@@ -51,9 +52,10 @@ class MotionModel:
     def __init__(self, name, state_dict):
         self.name = name
         self.state_dict = state_dict
+        self.dtype, self.ops = ade_dtype_and_ops()  # decided when loaded, as ADE does
 
     def modules_for(self, unet):
-        modules = build_modules(self.state_dict)
+        modules = build_modules(self.state_dict, self.dtype, self.ops)
         slots = motion_slots(unet)
         placed = []
         for kind, block, pos, channels in slots:
@@ -70,7 +72,7 @@ def _inject(patcher):
     placed = patcher.get_attachment("standin_ade_modules")
     for kind, block, pos, module in placed:
         blocks = unet.input_blocks if kind == "input" else unet.output_blocks
-        module.to(device=next(unet.parameters()).device, dtype=next(unet.parameters()).dtype)
+        module.to(device=next(unet.parameters()).device)  # ADE moves its motion model to the device, its dtype kept
         blocks[block].insert(pos, module)
 
 
