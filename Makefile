@@ -3,7 +3,7 @@
 export ANYI2V_HOST ?= $(HOME)/.cache/comfyui-anyi2v/host
 PY := $(ANYI2V_HOST)/venv/bin/python
 
-.PHONY: all host browser test unit lint js demo bench clean-host
+.PHONY: all host browser test unit lint js demo bench scale clean-host
 
 all: test
 
@@ -30,6 +30,9 @@ demo: host
 
 bench: host
 	$(PY) scripts/bench.py
+
+scale: host
+	$(PY) scripts/scale.py
 
 clean-host:
 	rm -rf "$(ANYI2V_HOST)"

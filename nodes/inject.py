@@ -170,7 +170,9 @@ def make_attn1(state: InjectionState):
                 # in context windows the other windows must still run: the rest of this one runs without
                 # building a graph (the DIFFUSION_MODEL wrapper restores the grad mode after the call)
                 torch.set_grad_enabled(False)
-        return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"))
+        # with the call's options, so that an attention chosen through "optimized_attention_override" applies here too
+        return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+                                   transformer_options=extra_options)
 
     return attn1
 

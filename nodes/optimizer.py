@@ -155,6 +155,16 @@ class Optimizer:
         self.last_maps = [m.detach() for m in maps]  # for the feature view: each block's maps of the latest iteration
         return alignment_loss(maps, self.boxes, self.points, self.settings.mask_mode)
 
+    @contextlib.contextmanager
+    def gradient_mode(self):
+        """Where the gradient forwards run: autograd on, the weights of the truncated UNet aliased as normal
+        tensors, and with low_memory every layer before the stop block checkpointed (its activations
+        recomputed in backward). scripts/scale.py measures the optimisation inside this context too."""
+        modules = truncated_modules(self.unet, max(self.blocks))
+        saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
+        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
+            yield
+
     def optimize(self, x, sigma, step, model_options, progress):
         """Run the iterations of one denoising step; returns the optimised latent (same dtype/device).
 
@@ -162,12 +172,8 @@ class Optimizer:
         paper's step per element; the latent is unchanged (bit for bit) when no update is taken."""
         update = make_update(self.settings.update_rule, self.settings.lr)
         scale = latent_scale(sigma)
-        last = max(self.blocks)
-        modules = truncated_modules(self.unet, last)
-        # low memory: every layer before the stop block is checkpointed (activations recomputed in backward)
-        saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
         moved = False
-        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
+        with self.gradient_mode():
             z = x.detach().clone() / scale
             for it in range(self.settings.iterations):
                 comfy.model_management.throw_exception_if_processing_interrupted()

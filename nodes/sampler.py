@@ -207,8 +207,9 @@ def settings_inputs():
                        tooltip="semantic: adaptive masks from the salient points (Sec. 3.4), one per optimised block; static: the "
                                 "first frame's masks only; off: whole boxes."),
         io.Boolean.Input("low_memory", default=False,
-                         tooltip="Checkpoint every UNet layer of the optimisation forwards: peak memory about that of "
-                                 "plain sampling instead of ~3x, for about a third more time."),
+                         tooltip="Checkpoint every UNet layer of the optimisation forwards (activations recomputed in "
+                                 "backward). SD1.5 + AnimateDiff v3 at 512x512, 16 frames, fp16: a peak of about 4.2 GB "
+                                 "instead of 12.6 GB, weights included (make scale), for about a third more time."),
     ]
 
 

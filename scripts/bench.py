@@ -15,10 +15,15 @@ its peak is among them): on CUDA, max_memory_allocated minus memory_allocated; o
 peak RSS (VmHWM, reset through /proc/self/clear_refs) minus its RSS, with glibc told to serve blocks of
 MEMORY_MMAP_THRESHOLD bytes and more by mmap, so freed tensors leave the RSS at once and the peak RSS
 follows live tensor memory. That setting slows large allocations, which is why the timed runs go without.
+Smaller blocks still come from glibc's heap, which keeps some slack: on this model the peak RSS runs
+about 20-30 % over the live tensors. `scripts/bench.py VARIANT tensors` runs the same steps metering the
+live tensor bytes themselves (scripts/tensor_meter.py), what a GPU's allocator would hold; `make scale`
+uses it to cross-check its estimates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -107,7 +112,9 @@ def timed_unet(model, store):
 
 
 def run(variant: str, measure: str) -> dict:
-    """One variant ("plain", "anyi2v", "lowmem"); measure "time" (the whole schedule) or "memory"."""
+    """One variant ("plain", "anyi2v", "lowmem"); measure "time" (the whole schedule), "memory" (peak RSS
+    over the first steps) or "tensors" (the peak of live tensor bytes over the same steps, metered by
+    scripts/tensor_meter.py: what a GPU's allocator would hold, without the CPU heap's slack)."""
     import torch
 
     patcher, video, pos, neg, vae = build()
@@ -115,6 +122,7 @@ def run(variant: str, measure: str) -> dict:
     import comfy.sample
     import comfy.samplers
 
+    from scripts import tensor_meter
     from tests.support.host import pack_module
 
     invert = pack_module("nodes.invert")
@@ -145,7 +153,7 @@ def run(variant: str, measure: str) -> dict:
         model = timed_unet(model, store)
         comfy.model_management.load_models_gpu([model])
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", STEPS)
-        if measure == "memory":
+        if measure in ("memory", "tensors"):
             sigmas = sigmas[: MEMORY_STEPS + 1]
         if variant == "plain":
             sampler = comfy.samplers.sampler_object("ddim")
@@ -161,7 +169,11 @@ def run(variant: str, measure: str) -> dict:
             before = rss_mb()
             reset_peak()
         started = time.perf_counter()
-        comfy.sample.sample_custom(model, noise, CFG, sampler, sigmas, pos, neg, latent, seed=8)
+        meter = tensor_meter.LiveBytes() if measure == "tensors" else contextlib.nullcontext()
+        with meter:
+            comfy.sample.sample_custom(model, noise, CFG, sampler, sigmas, pos, neg, latent, seed=8)
+        if measure == "tensors":
+            out["tensor_peak_mb"] = meter.peak / 2**20
         if cuda:
             torch.cuda.synchronize()
         out["seconds"] = time.perf_counter() - started

@@ -186,3 +186,24 @@ def test_composes_with_other_attn1_patches_and_loras(host, attn_recorder):
     model = host.node_output(p, "sag")[0]  # PAG adds its ("middle", 0) replace per CFG step next to ours
     assert model.model_options.get("sampler_post_cfg_function")
     assert ("output", 3, 0) in model.model_options["transformer_options"]["patches_replace"]["attn1"]
+
+
+def test_attn1_honours_an_attention_override(host):
+    """ComfyUI lets a sampling run choose its attention through transformer_options["optimized_attention_override"]
+    (attention-switching nodes use it; `make scale` picks the GPU's kernel with it): the injected blocks use it too."""
+    inject = pack_module("nodes.inject")
+    feats = host.node_output(prompts.invert(prompts.base()), "inv")[0]
+    attn1 = inject.make_attn1(inject.InjectionState(feats, [4], [], [6], end_sigma=0.0))
+    calls = []
+
+    def override(func, q, k, v, heads, *args, **kwargs):
+        calls.append((q.shape, heads))
+        return func(q, k, v, heads, *args, **kwargs)
+
+    g = torch.Generator().manual_seed(0)
+    c = feats.queries[4].shape[-1]
+    q, k, v = (torch.randn(6, 4, c, generator=g) for _ in range(3))
+    opts = {"block": ("output", 4), "cond_or_uncond": [1, 0], "sigmas": torch.tensor([5.0]), "n_heads": 4,
+            "original_shape": [6, 4, 8, 8], "optimized_attention_override": override}
+    out = attn1(q, k, v, opts)
+    assert calls == [(q.shape, 4)] and out.shape == q.shape

@@ -14,7 +14,10 @@ packs meet when they run inside it:
 - the sampling contract of sampling.py (see ``sampling``): the sampling_function swap for the duration of
   sampling, ``ad_params`` created per call on a copy of model_options, the context-window wrapper writing
   into it, one per-call feature reading it in an APPLY_MODEL wrapper;
-- context windows "standard_static" and "standard_uniform" (see ``context``).
+- context windows "standard_static" and "standard_uniform" (see ``context``);
+- weights as ADE's Gen2 loader stores them: in ``comfy.model_management.unet_dtype()`` whatever the UNet's
+  own dtype, with manual-cast ops where needed, moved to the UNet's device (not its dtype) when inserted (see
+  motion.py).
 Never shipped with the pack: tests link it into the host's custom_nodes.
 """
 
@@ -29,7 +32,7 @@ import comfy.utils
 import folder_paths
 
 from .context import FUSE_METHODS, FUSE_METHODS_STATIC, STATIC, UNIFORM, ContextOptions
-from .motion import StandinMotionModule, build_modules, motion_slots, run_motion_module
+from .motion import StandinMotionModule, ade_dtype_and_ops, build_modules, motion_slots, run_motion_module
 from .sampling import outer_sample_wrapper, sliding_calc_cond_batch
 
 STANDIN = True
@@ -54,9 +57,10 @@ class MotionModel:
     def __init__(self, name, state_dict):
         self.name = name
         self.state_dict = state_dict
+        self.dtype, self.ops = ade_dtype_and_ops()  # decided when loaded, as ADE does
 
     def modules_for(self, unet):
-        modules = build_modules(self.state_dict)
+        modules = build_modules(self.state_dict, self.dtype, self.ops)
         placed = []
         for kind, block, pos, channels in motion_slots(unet):
             module = modules.get(f"{kind}.{block}")
@@ -74,10 +78,10 @@ class AppliedMotionModel:
 
 def _inject(patcher):
     unet = patcher.model.diffusion_model
-    device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
+    device = next(unet.parameters()).device
     for kind, block, pos, module in patcher.get_attachment("standin_ade_placed"):
         blocks = unet.input_blocks if kind == "input" else unet.output_blocks
-        module.to(device=device, dtype=dtype)
+        module.to(device=device)  # ADE moves its motion model to the device, its dtype kept
         blocks[block].insert(pos, module)
 
 

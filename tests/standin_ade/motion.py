@@ -11,6 +11,11 @@ sets ``video_length`` (the context length, or the whole video) and, per window, 
 ``effect`` (ADE's effect_multival) blends the temporal output with the input: a float, or a per-frame mask
 whose rows for the frames of this call are set before each model call (see sampling.py). It is
 deterministic and differentiable, so frame coupling is real in tests.
+
+Weights and ops as ADE's Gen2 loader (load_motion_module_gen2, AnimateDiffModel.__init__): the weights are
+stored in ``comfy.model_management.unet_dtype()`` whatever the UNet's own dtype, with ComfyUI's manual-cast ops
+when ``unet_manual_cast`` says that dtype cannot be computed in on the device (e.g. fp16 on a CPU), else
+``disable_weight_init`` ops.
 """
 
 from __future__ import annotations
@@ -23,15 +28,29 @@ from torch import nn
 MAX_FRAMES = 64
 
 
+def ade_dtype_and_ops():
+    """The weight dtype and ComfyUI ops ADE picks for a motion module (see the module docstring)."""
+    import comfy.model_management
+    import comfy.ops
+
+    dtype = comfy.model_management.unet_dtype()
+    cast = comfy.model_management.unet_manual_cast(dtype, comfy.model_management.get_torch_device())
+    return dtype, (comfy.ops.disable_weight_init if cast is None else comfy.ops.manual_cast)
+
+
 class StandinMotionModule(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, ops=None):
+        if ops is None:
+            import comfy.ops
+
+            ops = comfy.ops.disable_weight_init
         super().__init__()
         self.channels = channels
-        self.norm = nn.LayerNorm(channels)
-        self.to_q = nn.Linear(channels, channels)
-        self.to_k = nn.Linear(channels, channels)
-        self.to_v = nn.Linear(channels, channels)
-        self.to_out = nn.Linear(channels, channels)
+        self.norm = ops.LayerNorm(channels)
+        self.to_q = ops.Linear(channels, channels)
+        self.to_k = ops.Linear(channels, channels)
+        self.to_v = ops.Linear(channels, channels)
+        self.to_out = ops.Linear(channels, channels)
         self.pos = nn.Parameter(torch.zeros(MAX_FRAMES, channels))
         self.video_length = 16  # set by the sampling code, as ADE's set_video_length
         self.effect: float | torch.Tensor | None = None  # None, a float or a (frames, H, W) mask
@@ -82,11 +101,12 @@ def motion_slots(unet: nn.Module) -> list[tuple[str, int, int, int]]:
     return slots
 
 
-def build_modules(state_dict: dict[str, torch.Tensor]) -> dict[str, StandinMotionModule]:
+def build_modules(state_dict: dict[str, torch.Tensor], dtype=torch.float32, ops=None) -> dict[str, StandinMotionModule]:
+    """The modules of a state dict, their weights stored in `dtype` (after loading, as ADE), run with `ops`."""
     modules = {}
     for key in sorted({k.rsplit(".", 2)[0] if k.endswith((".weight", ".bias")) else k.rsplit(".", 1)[0] for k in state_dict}):
         channels = state_dict[f"{key}.to_q.weight"].shape[0]
-        module = StandinMotionModule(channels)
+        module = StandinMotionModule(channels, ops)
         module.load_state_dict({k[len(key) + 1:]: v.float() for k, v in state_dict.items() if k.startswith(key + ".")})
-        modules[key] = module
+        modules[key] = module.to(dtype)
     return modules
