@@ -81,14 +81,14 @@ def bad_prompts():
         "condition image batch": (batch, "exactly one condition image"),
         "features from another model": (other, "channels at output block"),
         "MODEL without the blocks": (blocks, "has no attention"),
-        "no step in the optimisation window": (good(opt_percent=0.0), "opt_percent"),
+        "absurd path point": (with_traj(json.dumps(dict(REF, center_traj=[[[30, 32], [1e300, 32]]]))), "outside the allowed area"),
         "1-frame latent": (good(frames=1), "at least 2 frames"),
     }
 
 
 BAD = ["malformed trajectory", "empty trajectory", "box outside the image", "NaN in a box", "zero-size box",
        "condition image batch", "features from another model", "MODEL without the blocks",
-       "no step in the optimisation window", "1-frame latent"]
+       "absurd path point", "1-frame latent"]
 
 
 def test_the_bad_cases_are_all_listed():
@@ -110,10 +110,12 @@ def test_bad_input_is_a_clear_error_and_the_server_keeps_serving(server, name):
 
 def test_handled_differences_are_not_errors(server):
     """A trajectory laid out for another frame count is resampled; a condition image of another size
-    than the latent has its features resized."""
+    than the latent has its features resized; opt_percent 0 still optimises the first step (issue 12)."""
     frames = json.dumps(dict(REF, frames=9))
     assert succeeded(server.run(with_traj(frames)))
     assert succeeded(server.run(good(image="wide.png")))
+    entry = server.run(good(opt_percent=0.0, prefix="opt0"))
+    assert succeeded(entry) and "optimising the latent before steps 0 of" in server.log_tail(400)
 
 
 def test_determinism_interrupt_and_no_leak(server):
@@ -143,7 +145,7 @@ def test_determinism_interrupt_and_no_leak(server):
 
 def test_load_of_twenty_mixed_prompts(server):
     server.run(good(seed=10))
-    server.run(with_traj("{warmup error"))
+    assert server.queue(with_traj("{warmup error"))[0] == 400  # refused at validation, before anything runs
     before = server.rss_mb()
     bad = list(bad_prompts().values())
     queued = []
