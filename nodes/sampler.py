@@ -262,7 +262,8 @@ def loss_plot(losses, width=384, height=192) -> torch.Tensor:
         for k, (step, _, _) in enumerate(losses):
             if k == 0 or losses[k - 1][0] != step:
                 if k:
-                    d.line([(xs[k] - 0.5 * (xs[k] - xs[k - 1]), 14), (xs[k] - 0.5 * (xs[k] - xs[k - 1]), height - 4)], fill=(70, 70, 70))
+                    between = (xs[k] + xs[k - 1]) / 2
+                    d.line([(between, 14), (between, height - 4)], fill=(70, 70, 70))
                 d.text((xs[k], height - 14), f"s{step}", fill=(160, 160, 160))
         d.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(90, 200, 255), width=2)
     d.text((4, 2), loss_title(losses), fill=(230, 230, 230))

@@ -128,7 +128,7 @@ def _meta_sampling(base, schedule="sqrt_linear"):
     return cpu
 
 
-def _conds(base, guider, noise, context_dim, dtype):
+def _conds(base, guider, noise, context_dim):
     import comfy.samplers
     import torch
 
@@ -172,7 +172,7 @@ def build(name, model_config, motion, dtype, latent_hw, attention_override=None,
     setup.state = inject.apply_injection(setup.injected, setup.features)
     setup.guider = comfy.samplers.CFGGuider(setup.injected)
     noise = torch.zeros(FRAMES, 4, lh, lw, device=meta)
-    _conds(base, setup.guider, noise, model_config.unet_config["context_dim"], dtype)
+    _conds(base, setup.guider, noise, model_config.unet_config["context_dim"])
     w, h = lw * 8, lh * 8
     setup.trajectory = traj_mod.Trajectory.from_reference_json({
         "bounding_box": [[w * 0.2, h * 0.3, w * 0.5, h * 0.7]],

@@ -1,4 +1,5 @@
-"""Bytes and FLOPs of a computation, measured from the operators it runs (works on meta tensors).
+"""Bytes of a computation, measured from the operators it runs (works on meta tensors; scripts/scale.py
+counts the FLOPs with torch.utils.flop_counter).
 
 ``LiveBytes`` is a TorchDispatchMode that sees every tensor an operator creates (forward and
 backward: the autograd engine runs the backward on the caller's thread for CPU and meta tensors) and
