@@ -10,7 +10,10 @@ As in ADE (motion_module_ad.py), a module does not read the frame count from the
 sets ``video_length`` (the context length, or the whole video) and, per window, the window's length. Its
 ``effect`` (ADE's effect_multival) blends the temporal output with the input: a float, or a per-frame mask
 whose rows for the frames of this call are set before each model call (see sampling.py). It is
-deterministic and differentiable, so frame coupling is real in tests.
+deterministic and differentiable, so frame coupling is real in tests. Its attention has ADE's 8 heads of
+in_channels // 8 (motion_module_ad.py, TemporalTransformer3DModel): one head can only blend the frames
+(a convex combination), several can also take a frame's own features away, which a model needs to make
+the frames agree.
 
 Weights and ops as ADE's Gen2 loader (load_motion_module_gen2, AnimateDiffModel.__init__): the weights are
 stored in ``comfy.model_management.unet_dtype()`` whatever the UNet's own dtype, with ComfyUI's manual-cast ops
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 MAX_FRAMES = 64
+HEADS = 8  # ADE's TemporalTransformer3DModel: num_attention_heads=8, attention_head_dim=in_channels // 8
 
 
 def ade_dtype_and_ops():
@@ -76,9 +80,10 @@ class StandinMotionModule(nn.Module):
         b = bf // frames
         t = x.reshape(b, frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, frames, c)
         n = self.norm(t) + self.pos[torch.arange(frames, device=x.device) % MAX_FRAMES].to(t.dtype)
-        q, k, v = self.to_q(n), self.to_k(n), self.to_v(n)
-        attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), dim=-1)
-        out = self.to_out(attn @ v)
+        heads = HEADS if c % HEADS == 0 else 1
+        q, k, v = (f(n).reshape(-1, frames, heads, c // heads).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
+        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // heads), dim=-1)
+        out = self.to_out((attn @ v).transpose(1, 2).reshape(-1, frames, c))
         out = out.reshape(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
         return x + out
 
