@@ -120,7 +120,7 @@ def test_debiased_residual_replaces_frame0_in_the_cond_branch(host):
             h.remove()
     branch = seen["out"] - seen["skip"]
     f = 3
-    rows = [s for s in (0, f) if not torch.allclose(branch[s], seen["cur"][s])]
+    rows = [s for s in (0, f) if not torch.allclose(branch[s], seen["cur"][s], atol=1e-6)]  # (skip + cur) - skip: rounding
     assert len(rows) == 1
     s = rows[0]
     expected = debias.patch_adain(feats.residuals[4].to(branch), seen["cur"][s:s + 1], 4)
