@@ -80,9 +80,8 @@ class StandinMotionModule(nn.Module):
         b = bf // frames
         t = x.reshape(b, frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, frames, c)
         n = self.norm(t) + self.pos[torch.arange(frames, device=x.device) % MAX_FRAMES].to(t.dtype)
-        heads = HEADS if c % HEADS == 0 else 1
-        q, k, v = (f(n).reshape(-1, frames, heads, c // heads).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
-        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // heads), dim=-1)
+        q, k, v = (f(n).reshape(-1, frames, HEADS, c // HEADS).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
+        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // HEADS), dim=-1)
         out = self.to_out((attn @ v).transpose(1, 2).reshape(-1, frames, c))
         out = out.reshape(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
         return x + out
