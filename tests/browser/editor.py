@@ -58,13 +58,22 @@ def add_graph(page, image=None):
     page.evaluate(RECORD)
 
 
+# the search dialog's highlighted result (1.32's autocomplete marks it p-focus, newer ones aria-selected)
+SEARCH_PICKS_EDITOR = """() => {
+  const o = document.querySelector('.p-autocomplete-option.p-focus, [role=option][aria-selected=true]');
+  const t = o ? o.textContent.replace(/\\s+/g, ' ') : '';
+  return t.startsWith('AnyI2V Trajectory') && !t.startsWith('AnyI2V Trajectory From');
+}"""
+
+
 def add_editor_from_search(page, at=(300, 300)):
     """The node added as a user does: double-click the canvas, type its name, Enter."""
     page.evaluate("() => { app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1; app.graph.setDirtyCanvas(true, true); }")
     page.mouse.dblclick(*at)
-    page.wait_for_timeout(600)
+    # waits on what the user sees, not on time: a loaded machine opens the dialog and filters late
+    page.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'INPUT'")
     page.keyboard.type("AnyI2V Trajectory", delay=10)
-    page.wait_for_timeout(800)
+    page.wait_for_function(SEARCH_PICKS_EDITOR)
     page.keyboard.press("Enter")
     page.wait_for_selector(".anyi2v-canvas")
     page.wait_for_timeout(300)
