@@ -96,6 +96,10 @@ def test_picking_another_image_in_load_image_updates_the_picture(page, server):
     # one Ctrl+Z gives back the car, picture included (remembered, not computed again)
     assert page.evaluate("() => window.__node.widgets.find(w => w.name === 'trajectory').value") == trajectory
     posts = count_prompts(page)
+    # the frontend records the pick in its undo history after the click's events; a loaded machine gets
+    # here first, so wait for it as a user's next action would come after it
+    page.wait_for_function("() => JSON.stringify(app.extensionManager.workflow.activeWorkflow.changeTracker.activeState)"
+                           ".includes('anyi2v_two_balls.png')")
     page.locator(".anyi2v-canvas").focus()
     page.keyboard.press("Control+z")
     page.wait_for_function("() => app.graph._nodes.find(n => n.type === 'LoadImage').widgets[0].value === 'anyi2v_canny_car.png'")
