@@ -3,7 +3,7 @@
 export ANYI2V_HOST ?= $(HOME)/.cache/comfyui-anyi2v/host
 PY := $(ANYI2V_HOST)/venv/bin/python
 
-.PHONY: all host browser test unit lint js demo bench scale clean-host
+.PHONY: all host browser test unit lint js demo bench scale miniature eval clean-host
 
 all: test
 
@@ -33,6 +33,14 @@ bench: host
 
 scale: host
 	$(PY) scripts/scale.py
+
+# Train the miniature video model (CPU, about an hour; writes miniature/models/ and docs/miniature-loss.png).
+miniature: host
+	$(PY) -m miniature.train
+
+# AnyI2V measured on the miniature (ObjMC, first-frame IoU, ablations; rewrites the table in docs/eval.md).
+eval: host
+	$(PY) scripts/eval.py
 
 clean-host:
 	rm -rf "$(ANYI2V_HOST)"

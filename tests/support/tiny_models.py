@@ -105,6 +105,13 @@ def _tiny_classes():
         unet_extra_config = {"num_heads": 4, "num_head_channels": -1}
         memory_usage_factor = 0.1
 
+        def model_type(self, state_dict, prefix=""):
+            """Epsilon prediction, as SD1.5, unless the checkpoint holds a `v_pred` key (the trained miniature),
+            the mark ComfyUI's SDXL class reads for v-prediction checkpoints."""
+            import comfy.model_base
+
+            return comfy.model_base.ModelType.V_PREDICTION if "v_pred" in state_dict else comfy.model_base.ModelType.EPS
+
         def clip_target(self, state_dict={}):  # noqa: B006
             return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinyClipModel)
 
