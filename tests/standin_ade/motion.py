@@ -13,7 +13,12 @@ whose rows for the frames of this call are set before each model call (see sampl
 deterministic and differentiable, so frame coupling is real in tests. Its attention has ADE's 8 heads of
 in_channels // 8 (motion_module_ad.py, TemporalTransformer3DModel): one head can only blend the frames
 (a convex combination), several can also take a frame's own features away, which a model needs to make
-the frames agree.
+the frames agree. It is computed by the ComfyUI attention function ADE picks (utils_motion.py,
+``optimized_attention_mm``): ``attention_pytorch`` where ComfyUI enables PyTorch attention, else
+``attention_split`` or ``attention_sub_quad`` (on a CPU: sub-quadratic), so gradients and memory go through
+the same kernels as with ADE. Not reproduced: ADE's module is a transformer (GroupNorm, proj_in, two
+temporal attentions with a sinusoidal position encoding and a feed-forward, proj_out), the stand-in's one
+temporal attention with a LayerNorm and learned positions; ADE's q/k/v projections have no bias.
 
 Weights and ops as ADE's Gen2 loader (load_motion_module_gen2, AnimateDiffModel.__init__): the weights are
 stored in ``comfy.model_management.unet_dtype()`` whatever the UNet's own dtype, with ComfyUI's manual-cast ops
@@ -23,13 +28,23 @@ when ``unet_manual_cast`` says that dtype cannot be computed in on the device (e
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 MAX_FRAMES = 64
 HEADS = 8  # ADE's TemporalTransformer3DModel: num_attention_heads=8, attention_head_dim=in_channels // 8
+
+
+def ade_attention():
+    """The attention function ADE's CrossAttentionMM uses (utils_motion.optimized_attention_mm; ADE leaves
+    xformers out)."""
+    import comfy.ldm.modules.attention as attention
+    import comfy.model_management
+    from comfy.cli_args import args
+
+    if comfy.model_management.pytorch_attention_enabled():
+        return attention.attention_pytorch
+    return attention.attention_split if args.use_split_cross_attention else attention.attention_sub_quad
 
 
 def ade_dtype_and_ops():
@@ -80,9 +95,7 @@ class StandinMotionModule(nn.Module):
         b = bf // frames
         t = x.reshape(b, frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, frames, c)
         n = self.norm(t) + self.pos[torch.arange(frames, device=x.device) % MAX_FRAMES].to(t.dtype)
-        q, k, v = (f(n).reshape(-1, frames, HEADS, c // HEADS).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
-        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // HEADS), dim=-1)
-        out = self.to_out((attn @ v).transpose(1, 2).reshape(-1, frames, c))
+        out = self.to_out(ade_attention()(self.to_q(n), self.to_k(n), self.to_v(n), HEADS))
         out = out.reshape(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bf, c, h, w)
         return x + out
 
