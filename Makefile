@@ -34,11 +34,12 @@ bench: host
 scale: host
 	$(PY) scripts/scale.py
 
-# Train the miniature video model (CPU, about an hour; writes miniature/models/ and docs/miniature-loss.png).
+# Train the miniature video model (CPU, about 50 minutes; writes miniature/models/ and rewrites docs/miniature-loss.png).
 miniature: host
 	$(PY) -m miniature.train
 
-# AnyI2V measured on the miniature (ObjMC, first-frame IoU, ablations; rewrites the table in docs/eval.md).
+# AnyI2V measured on the miniature (ObjMC, first-frame IoU, ablations; rewrites the table in docs/eval.md and
+# docs/eval-objmc.png). Needs `make miniature` first.
 eval: host
 	$(PY) scripts/eval.py
 

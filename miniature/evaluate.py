@@ -30,12 +30,16 @@ CACHE = Path(os.environ.get("ANYI2V_EVAL_CACHE", Path.home() / ".cache" / "comfy
 
 
 def fingerprint() -> str:
-    """What the sampled videos depend on: the model files, the pack's code, the stand-in, the test set."""
-    h = hashlib.sha256()
+    """What the sampled videos depend on: the model files, ComfyUI's version, the pack's code, the stand-in,
+    the test model config that loads the miniature, the test set and how its graphs are built."""
+    import comfyui_version
+
+    h = hashlib.sha256(comfyui_version.__version__.encode())
     for f in (M.CHECKPOINT, M.MOTION):
         h.update(M.sha256(f).encode())
     files = sorted([*REPO.glob("core/*.py"), *REPO.glob("nodes/*.py"), *REPO.glob("tests/standin_ade/*.py"),
-                    REPO / "miniature" / "workflow.py", REPO / "miniature" / "testset.py", REPO / "miniature" / "scenes.py"])
+                    *REPO.glob("tests/tiny_models_pack/*.py"), REPO / "tests" / "support" / "tiny_models.py",
+                    *(REPO / "miniature" / f"{m}.py" for m in ("workflow", "testset", "scenes", "evaluate"))])
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -45,31 +49,29 @@ def fingerprint() -> str:
 class Runner:
     """ComfyUI's real PromptExecutor in-process, with the miniature's files and the ADE stand-in."""
 
-    def __init__(self, host=None, cache: bool = True):
+    def __init__(self):
         from tests.support.comfy_run import get_host
 
-        self.host = host or get_host()
+        self.host = get_host()
         add_model_folders()
-        self.cache = CACHE / fingerprint() if cache else None
-        if self.cache is not None:
-            self.cache.mkdir(parents=True, exist_ok=True)
+        self.cache = CACHE / fingerprint()
+        self.cache.mkdir(parents=True, exist_ok=True)
         self.seconds: list[float] = []
 
     def frames(self, name: str, prompt: dict):
-        """Decoded frames (F, 3, H, W) float of a prompt's "dec" node (cached under `name` when caching)."""
+        """Decoded frames (F, 3, H, W) float of a prompt's "dec" node (cached under `name`)."""
         import torch
 
-        path = self.cache / f"{name}.npz" if self.cache is not None else None
-        if path is not None and path.is_file():
+        path = self.cache / f"{name}.npz"
+        if path.is_file():
             return torch.from_numpy(np.load(path)["frames"]).float().div(255).permute(0, 3, 1, 2)
         started = time.time()
         images = self.host.node_output(prompt, "dec")[0]
         self.seconds.append(time.time() - started)
         arr = (images.clamp(0, 1) * 255).round().byte().cpu().numpy()
-        if path is not None:
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, frames=arr)
-            tmp.replace(path)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, frames=arr)
+        tmp.replace(path)
         return torch.from_numpy(arr).float().div(255).permute(0, 3, 1, 2)
 
 
@@ -99,31 +101,28 @@ def run_case(runner: Runner, case: TS.Case, variant: str, overrides: dict | None
 
 def measure(frames, case: TS.Case) -> dict:
     m = LOC.objmc(frames, case.boxes)
-    return {"objmc": m["objmc"], "found": m["found"], "iou": LOC.iou(frames[0], case.condition_mask()),
-            "per_frame": m["per_frame"]}
+    return {"objmc": m["objmc"], "found": m["found"], "iou": LOC.iou(frames[0], case.condition_mask())}
 
 
 # ---------------------------------------------------------------------------------------------------- checks
 
 
-def locator_check(runner: Runner | None, cases: list[TS.Case], vae_cases: int = 10) -> dict:
-    """ObjMC of the locator on the ground-truth videos: raw, and through the miniature's VAE."""
+def locator_check(cases: list[TS.Case], vae_cases: int = 10) -> dict:
+    """ObjMC of the locator on the ground-truth videos: raw, and through the miniature's VAE (loaded by
+    ComfyUI's checkpoint loader)."""
+    import comfy.sd
     import torch
 
     raw = [LOC.objmc(S.render_video(c.scene), c.boxes)["objmc"] for c in cases]
-    out = {"raw_mean": float(np.mean(raw)), "raw_max": float(np.max(raw))}
-    if runner is not None:
-        import comfy.sd
-
-        _, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(M.CHECKPOINT), output_vae=True, output_clip=False)
-        through = []
-        for c in cases[:vae_cases]:
-            video = S.render_video(c.scene)
-            with torch.inference_mode():
-                decoded = vae.decode(vae.encode(video.permute(0, 2, 3, 1))).reshape(-1, TS.SIZE, TS.SIZE, 3)
-            through.append(LOC.objmc(decoded.permute(0, 3, 1, 2).float().cpu(), c.boxes)["objmc"])
-        out.update({"vae_mean": float(np.mean(through)), "vae_max": float(np.max(through)), "vae_videos": len(through)})
-    return out
+    _, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(M.CHECKPOINT), output_vae=True, output_clip=False)
+    through = []
+    for c in cases[:vae_cases]:
+        video = S.render_video(c.scene)
+        with torch.inference_mode():
+            decoded = vae.decode(vae.encode(video.permute(0, 2, 3, 1))).reshape(-1, TS.SIZE, TS.SIZE, 3)
+        through.append(LOC.objmc(decoded.permute(0, 3, 1, 2).float().cpu(), c.boxes)["objmc"])
+    return {"raw_mean": float(np.mean(raw)), "raw_max": float(np.max(raw)),
+            "vae_mean": float(np.mean(through)), "vae_max": float(np.max(through)), "vae_videos": len(through)}
 
 
 def quality_gate(runner: Runner, samples: int, start: int = 0) -> dict:

@@ -203,5 +203,4 @@ def gate(frames: torch.Tensor, expected_objects: int) -> dict:
             ratio = areas[1:] / np.maximum(areas[:-1], 1)
             if (ratio < AREA_RATIO[0]).any() or (ratio > AREA_RATIO[1]).any() or not t.found.all():
                 reasons.append("area or identity changes")
-    colours = [palette_colour(r.hue) for r in per_frame[0]] if per_frame else []
-    return {"pass": not reasons, "reasons": sorted(set(reasons)), "counts": counts, "colours": colours}
+    return {"pass": not reasons, "reasons": sorted(set(reasons)), "counts": counts}

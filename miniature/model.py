@@ -47,7 +47,6 @@ UNET_CONFIG = dict(
 # tell prompts apart; 8x larger token embeddings make that 0.75 (crate vs ball 0.70). Still never trained.
 TOKEN_EMBEDDING = "text_model.embeddings.token_embedding.weight"
 TOKEN_GAIN = 8.0
-LATENT_HW = (32, 32)  # 256 x 256 images: output blocks 3-4 at 8 x 8, 6-7 at 16 x 16
 
 
 def new_unet():
@@ -141,28 +140,14 @@ def motion_state(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]
     return {f"{key}.{k}": v.detach().half().contiguous() for key, m in sorted(modules.items()) for k, v in m.state_dict().items()}
 
 
-def save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+def save(path: Path, tensors: dict[str, torch.Tensor]):
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, **(metadata or {})})
+    save_file(tensors, str(tmp), metadata={"format": FORMAT})
     tmp.replace(path)
-
-
-def load(folder: Path, unet, taesd, motion: dict[str, torch.nn.Module]):
-    """Load a saved set (folder/checkpoints, folder/animatediff_models) into the training modules, float32
-    (the temporal modules must not be inserted in the UNet)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    sd = load_file(str(folder / "checkpoints" / CHECKPOINT_NAME))
-    for prefix, module in (("model.diffusion_model.", unet), ("first_stage_model.", taesd)):
-        module.load_state_dict({k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)})
-    msd = load_file(str(folder / "animatediff_models" / MOTION_NAME))
-    for key, m in motion.items():
-        m.load_state_dict({k[len(key) + 1:]: v.float() for k, v in msd.items() if k.startswith(key + ".")})
 
 
 def sha256(path: Path) -> str:

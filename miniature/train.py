@@ -167,6 +167,11 @@ def vae_images(rng: np.random.Generator, n: int) -> torch.Tensor:
     return torch.stack(imgs)
 
 
+def warmup_cosine(lr_max: float, step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine decay to a tenth of lr_max."""
+    return lr_max * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+
+
 def train_vae(taesd, steps: int, rng: np.random.Generator, log: list, batch: int = 8, crop: int = 48, lr_max: float = 2e-4):
     """The decoder only (the encoder is exact by construction)."""
     dec = taesd.taesd_decoder
@@ -176,7 +181,7 @@ def train_vae(taesd, steps: int, rng: np.random.Generator, log: list, batch: int
     for step in range(steps):
         if step % 10 == 0:  # a fresh pool of frames every 10 steps; crops from it
             pool = vae_images(rng, 8)
-        lr = lr_max * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        lr = warmup_cosine(lr_max, step, steps, warmup=20)
         for g in opt.param_groups:
             g["lr"] = lr
         y = random_crops(pool, batch, crop, rng)
@@ -246,7 +251,7 @@ def train_video(unet, motion, conds, image_steps: int, video_steps: int, rng: np
     started, cpu = time.time(), time.process_time()
     steps = image_steps + video_steps
     for step in range(steps):
-        lr = lr_max * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        lr = warmup_cosine(lr_max, step, steps, warmup=100)
         for g in opt.param_groups:
             g["lr"] = lr
         if step < image_steps:
@@ -349,7 +354,7 @@ def main(argv=None) -> int:
     loss_curve(log, args.curve)
     record = {
         "seed": args.seed, "vae_steps": args.vae_steps, "image_steps": args.image_steps, "video_steps": args.video_steps,
-        "nper_step": args.videos, "lr": args.lr, "prediction": "v", "seconds_total": round(total, 1), "seconds_vae": round(vae_seconds, 1),
+        "videos_per_step": args.videos, "lr": args.lr, "prediction": "v", "seconds_total": round(total, 1), "seconds_vae": round(vae_seconds, 1),
         "cpu_seconds": round(cpu_total, 1), "threads": torch.get_num_threads(),
         "files": {f.name: {"bytes": f.stat().st_size, "sha256": M.sha256(f)} for f in (checkpoint, motion_file)},
         "final_loss_mean_100": float(np.mean([e["loss"] for e in log if e["stage"] == "video"][-100:] or [float("nan")])),

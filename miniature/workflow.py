@@ -11,8 +11,6 @@ ablations ``no_kv`` (share_kv off), ``no_pca`` (pca_dim at its maximum: every co
 
 from __future__ import annotations
 
-import json
-
 from . import model as M
 
 PAPER = {"steps": 25, "cfg": 8.0, "sampler_name": "ddim", "scheduler": "ddim_uniform", "t_alpha": 201, "stride": 1}
@@ -28,14 +26,11 @@ VARIANTS = {
 }
 
 
-def node_defaults(class_type: str, object_info: dict | None = None) -> dict:
+def node_defaults(class_type: str) -> dict:
     """Every widget's default of a registered node ({name: value}); "max" entries resolved by the caller."""
-    if object_info is not None:
-        spec = object_info[class_type]["input"]
-    else:
-        import nodes
+    import nodes
 
-        spec = nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
+    spec = nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
     out = {}
     for section in ("required", "optional"):
         for name, s in (spec.get(section) or {}).items():
@@ -112,10 +107,3 @@ def build(variant: str, prompt_text: str, images: dict[str, str], trajectory_jso
         p["ks"] = {"class_type": "KSampler", "inputs": dict(common, model=model)}
     p["dec"] = {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["ckpt", 2]}}
     return p
-
-
-def describe(p: dict) -> str:
-    """The AnyI2V settings of a prompt, for logs."""
-    keep = {k: v for k, v in p.get("ks", {}).get("inputs", {}).items() if not isinstance(v, list)}
-    inj = {k: v for k, v in p.get("inj", {}).get("inputs", {}).items() if not isinstance(v, list)}
-    return json.dumps({"sampler": p["ks"]["class_type"], **keep, **({"inject": inj} if inj else {})})

@@ -1,7 +1,8 @@
 """`make eval`: AnyI2V's effect measured on the trained miniature, through the pack's real nodes.
 
 1. The locator on ground truth: the test set's videos as the generator draws them (objects exactly on
-   their boxes), raw and through the miniature's VAE (encode + decode): ObjMC must be <= 0.5 px.
+   their boxes), raw and through the miniature's VAE (encode + decode). The run stops when the raw ObjMC
+   of any video exceeds 0.5 px: the metric would not be trustworthy. The VAE's figure is reported.
 2. The quality gate: unconditional samples (plain AnimateDiff sampling, random prompts of the training
    distribution): the right number of objects of plausible size and colour, persisting over the frames.
 3. The variants of miniature/workflow.py over the test set of miniature/testset.py (seeds x 5 trajectories),
@@ -13,6 +14,8 @@ Decoded videos are cached (uint8, by a fingerprint of the model files, the pack'
 under ~/.cache/comfyui-anyi2v/eval, so an interrupted run resumes and metric code can change without
 sampling again. The last printed line is one JSON object.
 
+Environment: ANYI2V_MINIATURE_DIR (the trained files; default miniature/models), ANYI2V_EVAL_CACHE (the
+cache; default ~/.cache/comfyui-anyi2v/eval), EVAL_SEEDS (the default of --seeds).
 Options: --seeds N (default 20), --variants a,b, --trajectories a,b, --gate-samples N (default 40),
 --explore (also measure other settings on a subset), --no-docs (do not rewrite docs/eval.md's table),
 --shard K/N (run only every N-th case from the K-th, e.g. two processes on two cores; a final run
@@ -49,6 +52,8 @@ from miniature.evaluate import (  # noqa: E402
 DOC = REPO / "docs" / "eval.md"
 PLOT = REPO / "docs" / "eval-objmc.png"
 ABLATIONS = ["no_kv", "no_pca", "static_mask", "no_mask"]
+LOCATOR_TOLERANCE = 0.5  # px of ObjMC on ground truth (issue 13)
+GATE_PASS_RATE = 0.9  # share of unconditional samples that must pass the quality gate (issue 13)
 # Settings measured besides the paper's defaults when --explore is given (on the first EXPLORE_SEEDS seeds).
 EXPLORE = {
     "window_0.5": {"sampler": {"opt_percent": 0.5}},
@@ -118,9 +123,12 @@ def main(argv=None) -> int:
     if not M.available():
         print("the miniature's files are missing: run `make miniature`", file=sys.stderr)
         return 1
+    variants = args.variants.split(",")
+    if args.explore and not {"full", "injection_only"} <= set(variants):
+        print("--explore compares with full AnyI2V and injection only: keep both in --variants", file=sys.stderr)
+        return 2
     runner = Runner()
     cases = TS.cases(args.seeds, args.trajectories.split(","))
-    variants = args.variants.split(",")
 
     if shards > 1:  # a worker: sample its share into the cache, report nothing
         mine = cases[shard::shards]
@@ -132,9 +140,12 @@ def main(argv=None) -> int:
                     run_case(runner, case, variant)
                     print(f"[shard {args.shard}] {variant} {case.key}", file=sys.stderr, flush=True)
         return 0
-    loc = locator_check(runner, cases)
+    loc = locator_check(cases)
     print(f"[locator] ground truth ObjMC: raw mean {loc['raw_mean']:.3f} max {loc['raw_max']:.3f} px; through the VAE "
           f"mean {loc['vae_mean']:.3f} max {loc['vae_max']:.3f} px ({loc['vae_videos']} videos)", flush=True)
+    if loc["raw_max"] > LOCATOR_TOLERANCE:
+        print(f"the locator misses ground truth by {loc['raw_max']:.2f} px (> {LOCATOR_TOLERANCE}): not measuring", file=sys.stderr)
+        return 1
     gate = quality_gate(runner, args.gate_samples)
     print(f"[gate] {gate['rate']:.0%} of {gate['samples']} unconditional samples pass", flush=True)
 
@@ -208,7 +219,7 @@ def main(argv=None) -> int:
         "objmc_injection_only": value("injection_only"),
         "objmc_full": value("full"),
         "first_frame_iou": value("full", "iou", 3),
-        "quality_gate_pass": gate["rate"] >= 0.9,
+        "quality_gate_pass": gate["rate"] >= GATE_PASS_RATE,
         "quality_gate_rate": round(gate["rate"], 3),
         "seeds": args.seeds,
         "trajectories": len(args.trajectories.split(",")),
