@@ -106,3 +106,20 @@ def test_each_ablation_changes_one_widget_of_full_anyi2v_and_full_uses_the_nodes
     plain = build("plain")
     assert plain["ks"]["inputs"]["model"] == ["ade", 0] and "inv" not in plain
     assert all(plain["ks"]["inputs"][k] == full["ks"]["inputs"][k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler"))
+
+
+def test_the_eval_composites_a_mixed_condition_with_the_pack_node_as_the_generator_does(host):
+    """A mixed case's condition goes through LoadImage and AnyI2V Mix Conditions (one per object, the edges
+    inside its first box), as a user's graph; it must be the generator's own mixed condition."""
+    import torch
+
+    from miniature import scenes as S
+    from miniature.evaluate import write_condition
+
+    case = next(c for c in TS.cases(4, ["two"]) if c.modality == "mixed")
+    nodes, link = W.condition_nodes(write_condition(case), case.boxes[:, 0])
+    assert sum(n["class_type"] == "AnyI2VMixConditions" for n in nodes.values()) == 2
+    out = host.node_output(nodes, link[0])[0]
+    expected = S.condition_image(case.scene, "mixed").permute(1, 2, 0)
+    assert (out[0].float().cpu() - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit PNGs in between
+    assert not torch.equal(expected, S.condition_image(case.scene, "depth").permute(1, 2, 0))
