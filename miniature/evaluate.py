@@ -1,8 +1,8 @@
 """Running the miniature through the pack's real nodes and measuring it (used by `make eval` and the tests).
 
 ``Runner`` executes API prompts (miniature/workflow.py) with ComfyUI's real PromptExecutor in-process, with
-the miniature's files and the ADE stand-in, and returns the decoded frames (optionally cached on disk by
-a fingerprint of everything the videos depend on). ``measure`` applies the locator's metrics;
+the miniature's files and the ADE stand-in, and returns the decoded frames (cached on disk under a
+fingerprint of everything the videos depend on). ``measure`` applies the locator's metrics;
 ``locator_check`` and ``quality_gate`` are the checks `make eval` prints before the comparison;
 ``paired`` is the paired comparison of two variants over the same cases.
 """
@@ -64,14 +64,15 @@ class Runner:
 
         path = self.cache / f"{name}.npz"
         if path.is_file():
-            return torch.from_numpy(np.load(path)["frames"]).float().div(255).permute(0, 3, 1, 2)
-        started = time.time()
-        images = self.host.node_output(prompt, "dec")[0]
-        self.seconds.append(time.time() - started)
-        arr = (images.clamp(0, 1) * 255).round().byte().cpu().numpy()
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, frames=arr)
-        tmp.replace(path)
+            arr = np.load(path)["frames"]
+        else:
+            started = time.time()
+            images = self.host.node_output(prompt, "dec")[0]
+            self.seconds.append(time.time() - started)
+            arr = (images.clamp(0, 1) * 255).round().byte().cpu().numpy()
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, frames=arr)
+            tmp.replace(path)
         return torch.from_numpy(arr).float().div(255).permute(0, 3, 1, 2)
 
 
@@ -113,11 +114,13 @@ def locator_check(cases: list[TS.Case], vae_cases: int = 10) -> dict:
     import comfy.sd
     import torch
 
-    raw = [LOC.objmc(S.render_video(c.scene), c.boxes)["objmc"] for c in cases]
     _, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(M.CHECKPOINT), output_vae=True, output_clip=False)
-    through = []
-    for c in cases[:vae_cases]:
-        video = S.render_video(c.scene)
+    raw, through = [], []
+    for i, c in enumerate(cases):
+        video = S.render_video(c.scene)  # rendered once for both checks
+        raw.append(LOC.objmc(video, c.boxes)["objmc"])
+        if i >= vae_cases:
+            continue
         with torch.inference_mode():
             decoded = vae.decode(vae.encode(video.permute(0, 2, 3, 1))).reshape(-1, TS.SIZE, TS.SIZE, 3)
         through.append(LOC.objmc(decoded.permute(0, 3, 1, 2).float().cpu(), c.boxes)["objmc"])
