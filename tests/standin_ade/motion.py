@@ -28,6 +28,8 @@ when ``unet_manual_cast`` says that dtype cannot be computed in on the device (e
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -35,9 +37,10 @@ MAX_FRAMES = 64
 HEADS = 8  # ADE's TemporalTransformer3DModel: num_attention_heads=8, attention_head_dim=in_channels // 8
 
 
+@functools.cache
 def ade_attention():
     """The attention function ADE's CrossAttentionMM uses (utils_motion.optimized_attention_mm; ADE leaves
-    xformers out)."""
+    xformers out), chosen once as ADE does at import."""
     import comfy.ldm.modules.attention as attention
     import comfy.model_management
     from comfy.cli_args import args
