@@ -8,10 +8,10 @@ PY := $(ANYI2V_HOST)/venv/bin/python
 all: test
 
 host:
-	bash scripts/setup_host.sh >/dev/null
+	bash dev/setup_host.sh >/dev/null
 
 browser: host
-	bash scripts/setup_browser.sh
+	bash dev/setup_browser.sh
 
 lint: host
 	$(PY) -m ruff check .
@@ -26,22 +26,22 @@ test: host browser lint js
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: host
-	$(PY) scripts/demo.py
+	$(PY) -m dev.demo
 
 bench: host
-	$(PY) scripts/bench.py
+	$(PY) -m dev.bench
 
 scale: host
-	$(PY) scripts/scale.py
+	$(PY) -m dev.scale
 
-# Train the miniature video model (CPU, about 50 minutes; writes miniature/models/ and rewrites docs/miniature-loss.png).
+# Train the miniature video model (CPU, about 50 minutes; writes dev/miniature/models/ and rewrites docs/miniature-loss.png).
 miniature: host
-	$(PY) -m miniature.train
+	$(PY) -m dev.miniature.train
 
 # AnyI2V measured on the miniature (ObjMC, first-frame IoU, ablations; rewrites the table in docs/eval.md and
 # docs/eval-objmc.png). Needs `make miniature` first.
 eval: host
-	$(PY) scripts/eval.py
+	$(PY) -m dev.eval
 
 clean-host:
 	rm -rf "$(ANYI2V_HOST)"

@@ -159,7 +159,7 @@ class Optimizer:
     def gradient_mode(self):
         """Where the gradient forwards run: autograd on, the weights of the truncated UNet aliased as normal
         tensors, and with low_memory every layer before the stop block checkpointed (its activations
-        recomputed in backward). scripts/scale.py measures the optimisation inside this context too."""
+        recomputed in backward). dev/scale.py measures the optimisation inside this context too."""
         modules = truncated_modules(self.unet, max(self.blocks))
         saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
         with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:

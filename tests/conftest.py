@@ -1,6 +1,6 @@
 import pytest
 
-from tests.support.host import host_available
+from dev.support.host import host_available
 
 
 def pytest_collection_modifyitems(config, items):
@@ -14,6 +14,6 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def host():
-    from tests.support.comfy_run import get_host
+    from dev.support.comfy_run import get_host
 
     return get_host()

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.examples import copy_inputs
-from tests.support.host import host_dir
-from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer
+from dev.support.browser import ARGS, CHROMIUM, newest_frontend_root
+from dev.support.examples import copy_inputs
+from dev.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def newest_frontend_root() -> Path | None:
-    root = host_dir() / "frontend-newest" / "pkg" / "comfyui_frontend_package" / "static"
-    return root if (root / "index.html").is_file() else None
 
 
 def frontend_version(root: Path | None) -> str:
@@ -54,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
         missing.append("playwright")
     if not missing:
         return
-    message = f"BROWSER TESTS SKIPPED: {', '.join(missing)} not installed (run scripts/setup_browser.sh)"
+    message = f"BROWSER TESTS SKIPPED: {', '.join(missing)} not installed (run dev/setup_browser.sh)"
     print(f"\n{'!' * 80}\n{message}\n{'!' * 80}", file=sys.stderr)
     for item in items:
         if "browser" in item.keywords:

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from dev.support.examples import EXAMPLES
+from dev.support.workflow_api import ui_to_api
 from tests.browser.conftest import screenshot
-from tests.support.examples import EXAMPLES
-from tests.support.workflow_api import ui_to_api
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
 

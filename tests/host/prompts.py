@@ -1,6 +1,6 @@
 """API-format prompt pieces shared by the host tests (tiny checkpoint, ADE stand-in)."""
 
-from tests.support.images import edge_image, write_input_image
+from dev.support.images import edge_image, write_input_image
 
 CKPT = "anyi2v_tiny_sd15.safetensors"
 MOTION = "anyi2v_tiny_motion.safetensors"

@@ -1,4 +1,4 @@
-"""AnyI2V inside AnimateDiff-Evolved's sampling contract (the stand-in reproduces it; see tests/standin_ade).
+"""AnyI2V inside AnimateDiff-Evolved's sampling contract (the stand-in reproduces it; see dev/standin_ade).
 
 ADE replaces comfy.samplers.sampling_function while it samples and does its per-step set-up there (ad_params,
 keyframes, special model features); the optimisation's gradient forward must go through that entry point."""
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.host
 def test_standin_windows_are_ades(host):
     """The stand-in's window lists, as ADE 1.5.7's create_windows_static_standard / create_windows_uniform_standard
     give them (read off ADE's own functions; the stand-in matched them on 465k cases when written)."""
-    from tests.standin_ade.context import static_windows, uniform_windows
+    from dev.standin_ade.context import static_windows, uniform_windows
 
     span = lambda ws: [(w[0], w[-1]) for w in ws]  # noqa: E731
     assert span(static_windows(24, 16, 4)) == [(0, 15), (8, 23)]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support.comfy_run import PromptError
-from tests.support.images import write_input_image
+from dev.support.comfy_run import PromptError
+from dev.support.images import write_input_image
 
 pytestmark = pytest.mark.host
 

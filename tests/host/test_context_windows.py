@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from dev.support.host import pack_module
 from tests.host import prompts
-from tests.support.host import pack_module
 
 pytestmark = pytest.mark.host
 

@@ -5,8 +5,8 @@ partial_execution_targets. Only the image chain runs, and the executor's cache k
 
 import pytest
 
-from tests.support.examples import copy_inputs
-from tests.support.server import ComfyServer
+from dev.support.examples import copy_inputs
+from dev.support.server import ComfyServer
 
 pytestmark = pytest.mark.host
 

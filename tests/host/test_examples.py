@@ -2,10 +2,10 @@
 
 import pytest
 
-from tests.support.examples import EXAMPLES, copy_inputs, example_prompt, tiny_profile
-from tests.support.host import cache_dir
-from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message
-from tests.support.tiny_models import ensure_models
+from dev.support.examples import EXAMPLES, copy_inputs, example_prompt, tiny_profile
+from dev.support.host import cache_dir
+from dev.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message
+from dev.support.tiny_models import ensure_models
 
 pytestmark = pytest.mark.host
 

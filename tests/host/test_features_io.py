@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from dev.support.comfy_run import PromptError
 from tests.host import prompts
-from tests.support.comfy_run import PromptError
 
 pytestmark = pytest.mark.host
 

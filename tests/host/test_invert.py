@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from dev.support.comfy_run import PromptError
+from dev.support.images import write_input_image
 from tests.host import prompts
-from tests.support.comfy_run import PromptError
-from tests.support.images import write_input_image
 
 pytestmark = pytest.mark.host
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from miniature import model as M
-from miniature import testset as TS
-from miniature import workflow as W
+from dev.miniature import model as M
+from dev.miniature import testset as TS
+from dev.miniature import workflow as W
 
 pytestmark = pytest.mark.host
 
@@ -40,8 +40,8 @@ def test_training_writes_files_that_comfyui_loads_as_a_v_prediction_sd15_model(h
     import comfy.sd
     import torch
 
-    from miniature import latent as L
-    from miniature import scenes as S
+    from dev.miniature import latent as L
+    from dev.miniature import scenes as S
 
     out, record, stdout = trained
     checkpoint, motion = out / "checkpoints" / M.CHECKPOINT_NAME, out / "animatediff_models" / M.MOTION_NAME
@@ -63,7 +63,7 @@ def test_training_writes_files_that_comfyui_loads_as_a_v_prediction_sd15_model(h
 def test_eval_runs_the_variants_through_comfyui_and_prints_its_json_line(trained, tmp_path):
     out, _, _ = trained
     env = dict(os.environ, ANYI2V_MINIATURE_DIR=str(out), ANYI2V_EVAL_CACHE=str(tmp_path))
-    run = subprocess.run([sys.executable, "scripts/eval.py", "--seeds", "1", "--trajectories", "right",
+    run = subprocess.run([sys.executable, "-m", "dev.eval", "--seeds", "1", "--trajectories", "right",
                           "--variants", "plain,injection_only,full", "--gate-samples", "1", "--no-docs"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -113,8 +113,8 @@ def test_the_eval_composites_a_mixed_condition_with_the_pack_node_as_the_generat
     inside its first box), as a user's graph; it must be the generator's own mixed condition."""
     import torch
 
-    from miniature import scenes as S
-    from miniature.evaluate import write_condition
+    from dev.miniature import scenes as S
+    from dev.miniature.evaluate import write_condition
 
     case = next(c for c in TS.cases(4, ["two"]) if c.modality == "mixed")
     nodes, link = W.condition_nodes(write_condition(case), case.boxes[:, 0])

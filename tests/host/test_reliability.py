@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from dev.support.host import cache_dir
+from dev.support.images import edge_image
+from dev.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message
+from dev.support.tiny_models import OTHER_CHECKPOINT_NAME, ensure_models
 from tests.host import prompts
-from tests.support.host import cache_dir
-from tests.support.images import edge_image
-from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message
-from tests.support.tiny_models import OTHER_CHECKPOINT_NAME, ensure_models
 
 pytestmark = pytest.mark.host
 

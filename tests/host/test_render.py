@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 
-from tests.support.comfy_run import PromptError
+from dev.support.comfy_run import PromptError
 
 pytestmark = pytest.mark.host
 

@@ -5,9 +5,9 @@ import re
 import pytest
 import torch
 
+from dev.support.comfy_run import PromptError
+from dev.support.host import pack_module
 from tests.host import prompts
-from tests.support.comfy_run import PromptError
-from tests.support.host import pack_module
 
 pytestmark = pytest.mark.host
 
@@ -163,10 +163,9 @@ def test_iterations_free_their_graphs(host, monkeypatch, low_memory):
     import comfy.sample
     import comfy.samplers
 
-    from scripts import bench
+    from dev.support.bench_model import build_model
 
-    monkeypatch.setattr(bench, "CHANNELS", 32)
-    patcher, video, pos, neg, vae = bench.build()
+    patcher, video, pos, neg, vae = build_model(channels=32)
     invert, inject, sampler_mod = pack_module("nodes.invert"), pack_module("nodes.inject"), pack_module("nodes.sampler")
     traj = pack_module("core.trajectory").Trajectory.from_reference_json(
         {"bounding_box": [[16, 16, 40, 48]], "center_traj": [[[28, 32], [36, 32]]], "width": 64, "height": 64})

@@ -1,14 +1,14 @@
-"""The miniature's generator, latent space, locator and test set (miniature/): pure PyTorch/NumPy, no ComfyUI."""
+"""The miniature's generator, latent space, locator and test set (dev/miniature/): pure PyTorch/NumPy, no ComfyUI."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from miniature import latent as L
-from miniature import locator as LOC
-from miniature import scenes as S
-from miniature import testset as TS
+from dev.miniature import latent as L
+from dev.miniature import locator as LOC
+from dev.miniature import scenes as S
+from dev.miniature import testset as TS
 
 
 def scene(seed, n=None):

@@ -9,7 +9,7 @@ import sys
 
 from .host import REPO, boot, cache_dir, load_pack
 
-STANDIN_ADE = REPO / "tests" / "standin_ade"
+STANDIN_ADE = REPO / "dev" / "standin_ade"
 _ids = itertools.count()
 
 

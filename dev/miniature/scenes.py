@@ -7,7 +7,7 @@ texture: ``ball`` a shaded disc, ``crate`` a striped square, ``kite`` a diamond 
 centroid). Objects move in straight lines (several speeds and directions), along circular arcs, or
 stand still, and some grow or shrink. Backgrounds are structured (gradients, large checkers, a
 horizon, soft stripes) but nearly grey: objects are saturated, backgrounds are not, which is what the
-locator (miniature/locator.py) relies on.
+locator (dev/miniature/locator.py) relies on.
 
 Conditions of other modalities are rendered from the same scene description: an edge map (gradient
 magnitude of the rendered frame), a depth-like map (a receding floor or a horizon, objects nearer and

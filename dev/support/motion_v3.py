@@ -1,4 +1,4 @@
-"""The AnimateDiff v3 motion module (v3_sd15_mm) at its real size, for `make scale` (scripts/scale.py).
+"""The AnimateDiff v3 motion module (v3_sd15_mm) at its real size, for `make scale` (dev/scale.py).
 
 Our own code, written after reading ComfyUI-AnimateDiff-Evolved (ADE): animatediff/motion_module_ad.py
 (AnimateDiffModel, MotionModule, VanillaTemporalModule, TemporalTransformer3DModel,

@@ -4,7 +4,7 @@ device (shapes only: no weights, no compute).
 
 The model is ComfyUI's own: the SD1.5 config that ComfyUI's model detection matches to its SD15
 class, its BaseModel and UNetModel and ops, made under torch.inference_mode as ComfyUI's loaders make
-their weights, wrapped in a ModelPatcher; the motion module is scripts/motion_v3.py (v3_sd15_mm at
+their weights, wrapped in a ModelPatcher; the motion module is dev/support/motion_v3.py (v3_sd15_mm at
 full size, inserted and run the way AnimateDiff-Evolved does). Every pass goes through ComfyUI's and
 the pack's real code:
 - a CFG step: comfy.samplers.sampling_function (calc_cond_batch, apply_model, the UNet), cond and
@@ -26,12 +26,12 @@ answers the GPU budget minus the weights for the meta device; the finite-value c
 (the state's sigma test reads a value).
 
 FLOPs: torch.utils.flop_counter (matmuls, convolutions, attention; forward and backward). Memory:
-scripts/tensor_meter.py (live tensor bytes and their peak, bytes saved for backward), over the
+dev/support/tensor_meter.py (live tensor bytes and their peak, bytes saved for backward), over the
 weights, fp16. The peak of a run is the weights plus the largest pass peak; a GPU adds its CUDA
 context (~0.3-0.5 GB) and the caching allocator's slack on top.
 
 A cross-check runs the same estimate on the `make bench` model (width 64, 16x16 latent, fp32, the test
-stand-in motion module, the CPU's attention) and compares it with what scripts/bench.py measures on
+stand-in motion module, the CPU's attention) and compares it with what dev/bench.py measures on
 this CPU over its memory runs' steps (the first two sampling steps: 10 optimisation iterations and two
 CFG steps): the live tensor peak ("tensors" runs) must agree within 20 % (the script fails otherwise);
 the peak RSS growth ("memory" runs, also shown) carries the CPU heap's slack on top. SCALE_CROSSCHECK=0
@@ -149,7 +149,7 @@ def build(name, model_config, motion, dtype, latent_hw, attention_override=None,
     import comfy.samplers
     import torch
 
-    from tests.support.host import pack_module
+    from dev.support.host import pack_module
 
     inject = pack_module("nodes.inject")
     traj_mod = pack_module("core.trajectory")
@@ -185,7 +185,7 @@ def inversion_call(setup, lh, lw, context_dim, store=None):
     passed through); with `store`, capturing the features as its last call does."""
     import torch
 
-    from tests.support.host import pack_module
+    from dev.support.host import pack_module
 
     invert = pack_module("nodes.invert")
     base = setup.patcher.model
@@ -206,7 +206,7 @@ def inversion_features(setup, lh, lw, context_dim):
     """ConditionFeatures of the shapes the inversion captures (zeros on the CPU, where ComfyUI keeps them)."""
     import torch
 
-    from tests.support.host import pack_module
+    from dev.support.host import pack_module
 
     features_mod = pack_module("core.features")
     blocks = pack_module("core.blocks")
@@ -227,7 +227,7 @@ def full_size(dtype_name="float16", attention_override=flash_attention, gpu_gb=2
     import comfy.ops
     import torch
 
-    from scripts.motion_v3 import MotionModuleV3, timestep_embed_patch
+    from dev.support.motion_v3 import MotionModuleV3, timestep_embed_patch
 
     dtype = getattr(torch, dtype_name)
 
@@ -243,16 +243,16 @@ def full_size(dtype_name="float16", attention_override=flash_attention, gpu_gb=2
 
 
 def bench_size():
-    """The `make bench` model (scripts/bench.py): SD1.5 layout at its width, the test stand-in motion
+    """The `make bench` model (dev/bench.py): SD1.5 layout at its width, the test stand-in motion
     module placed as ADE places modules, fp32, its latent size, the CPU's own attention."""
     import torch
 
-    from scripts import bench
-    from tests.standin_ade.motion import StandinMotionModule, motion_slots, run_motion_module
-    from tests.support.tiny_models import TINY_UNET_CONFIG, _tiny_classes
+    from dev import bench
+    from dev.standin_ade.motion import StandinMotionModule, motion_slots, run_motion_module
+    from dev.support.tiny_models import TINY_UNET_CONFIG, tiny_classes
 
     config = dict(TINY_UNET_CONFIG, model_channels=bench.CHANNELS, channel_mult=[1, 2, 4, 4], num_heads=8)
-    cls = _tiny_classes()
+    cls = tiny_classes()
     cls.unet_config = dict(cls.unet_config, model_channels=bench.CHANNELS)
 
     def motion(unet, patcher):
@@ -293,7 +293,7 @@ def gpu_free_memory(setup):
 @contextlib.contextmanager
 def shape_checked_adain():
     """patch_adain checks its inputs are finite (a value): on meta tensors, check the shape only."""
-    from tests.support.host import pack_module
+    from dev.support.host import pack_module
 
     debias = pack_module("core.debias")
     original = debias._check
@@ -322,7 +322,7 @@ def measure(setup, run) -> Pass:
     keeps autograd nodes in reference cycles until Python's gc runs, which would inflate the bytes)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scripts.tensor_meter import LiveBytes
+    from dev.support.tensor_meter import LiveBytes
 
     result = Pass()
     with gpu_free_memory(setup), shape_checked_adain():
@@ -361,8 +361,8 @@ def optimisation_iteration(setup, low_memory: bool) -> Pass:
     backward of the loss and of the UNet to the latent, and the update."""
     import torch
 
-    from scripts.tensor_meter import SavedBytes
-    from tests.support.host import pack_module
+    from dev.support.host import pack_module
+    from dev.support.tensor_meter import SavedBytes
 
     optimizer = pack_module("nodes.optimizer")
     make_update = pack_module("core.optimize").make_update
@@ -411,7 +411,7 @@ def schedule_counts(setup):
     MODEL's schedule (25 ddim_uniform steps), read from the pack's own objects."""
     import comfy.samplers
 
-    from tests.support.host import pack_module
+    from dev.support.host import pack_module
 
     optimizer = pack_module("nodes.optimizer")
     schedule = pack_module("core.schedule")
@@ -457,7 +457,7 @@ def measure_model(setup, log=print) -> dict:
 def crosscheck(log=print) -> list[dict]:
     """The estimate at the bench model's size against what `make bench` measures on this CPU: the peak RSS
     growth (its memory runs) and the peak of live tensor bytes (the same runs, metered)."""
-    from scripts import bench
+    from dev import bench
 
     setup = bench_size()
     log(f"{setup.name}: width {bench.CHANNELS}, {bench.LATENT}x{bench.LATENT} latent, {FRAMES} frames, fp32")
@@ -476,13 +476,13 @@ def crosscheck(log=print) -> list[dict]:
 def main():
     import torch
 
-    from tests.support.host import load_pack
+    from dev.support.host import load_pack
 
     load_pack()
     torch.manual_seed(0)
     setup = full_size()
     unet = setup.patcher.model.diffusion_model
-    from scripts.motion_v3 import TemporalModule
+    from dev.support.motion_v3 import TemporalModule
 
     mm_params = sum(p.numel() for m in unet.modules() if isinstance(m, TemporalModule) for p in m.parameters())
     unet_params = sum(p.numel() for p in unet.parameters()) - mm_params

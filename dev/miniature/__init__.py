@@ -7,7 +7,7 @@ downloaded weights (docs/eval.md).
 - ``locator``: finds objects in decoded frames; ObjMC and first-frame IoU;
 - ``model``: the model's widths and files, loaded by ComfyUI's real loaders;
 - ``testset``, ``workflow``, ``evaluate``: the evaluation's fixed test set, its ComfyUI graphs and metrics
-  (``make eval``, scripts/eval.py);
+  (``make eval``, dev/eval.py);
 - ``train``: ``make miniature``.
 
 This package never runs inside ComfyUI: it is used by the training script, ``make eval`` and the tests. It imports

@@ -2,7 +2,7 @@
 
 The graphs are described below by node id, class and inputs (widget values by name, links as
 (node, output)); the UI JSON (widget order, sockets, layout) is generated from a real server's
-/object_info, so it matches what the frontend itself saves. Run: python scripts/make_examples.py
+/object_info, so it matches what the frontend itself saves. Run: python dev/make_examples.py
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.server import STANDIN_ADE, ComfyServer  # noqa: E402
-from tests.support.workflow_api import _extra_widget_values, _is_widget, _ordered_inputs  # noqa: E402
+from dev.support.server import STANDIN_ADE, ComfyServer  # noqa: E402
+from dev.support.workflow_api import _extra_widget_values, _is_widget, _ordered_inputs  # noqa: E402
 
 OUT = REPO / "example_workflows"
 CKPT = "v1-5-pruned-emaonly.safetensors"

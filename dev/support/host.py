@@ -1,4 +1,4 @@
-"""Locate and boot the real ComfyUI 0.3.75 test host (built by scripts/setup_host.sh) in-process.
+"""Locate and boot the real ComfyUI 0.3.75 test host (built by dev/setup_host.sh) in-process.
 
 ``boot()`` puts the host's ComfyUI folder first on sys.path (its top-level ``nodes`` must win over
 this pack's ``nodes/`` package), forces the CPU before ``comfy.model_management`` is imported, and
@@ -34,7 +34,7 @@ def host_available() -> bool:
 def boot() -> Path:
     root = comfy_dir()
     if not host_available():
-        raise RuntimeError(f"no ComfyUI test host at {root}: run `bash scripts/setup_host.sh` (make test does)")
+        raise RuntimeError(f"no ComfyUI test host at {root}: run `bash dev/setup_host.sh` (make test does)")
     path = str(root)
     if sys.path[:1] != [path]:
         if path in sys.path:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from .host import REPO, comfy_dir, host_dir
 
-STANDIN_ADE = REPO / "tests" / "standin_ade"
-TINY_MODELS_PACK = REPO / "tests" / "tiny_models_pack"
+STANDIN_ADE = REPO / "dev" / "standin_ade"
+TINY_MODELS_PACK = REPO / "dev" / "tiny_models_pack"
 PACK_LINK_NAME = "ComfyUI-AnyI2V"
 
 
@@ -42,7 +42,12 @@ class ServerError(RuntimeError):
 
 class ComfyServer:
     def __init__(self, extra_nodes=(), models_dir: Path | None = None, base_dir: Path | None = None,
-                 front_end_root: Path | None = None, extra_args=(), startup_timeout: float = 120.0):
+                 front_end_root: Path | None = None, extra_args=(), startup_timeout: float = 120.0,
+                 pack_dir: Path = REPO, env: dict | None = None):
+        """pack_dir: the pack folder linked into custom_nodes (this checkout, or e.g. an unpacked registry archive);
+        env: extra environment variables of the server process."""
+        self.pack_dir = Path(pack_dir)
+        self.env = dict(env or {})
         self.extra_nodes = [Path(p) for p in extra_nodes]
         self.models_dir = Path(models_dir) if models_dir else None
         self._own_base = base_dir is None
@@ -60,7 +65,7 @@ class ComfyServer:
     def _prepare(self):
         nodes_dir = self.base / "custom_nodes"
         nodes_dir.mkdir(parents=True, exist_ok=True)
-        for name, target in [(PACK_LINK_NAME, REPO)] + [(p.name, p) for p in self.extra_nodes]:
+        for name, target in [(PACK_LINK_NAME, self.pack_dir)] + [(p.name, p) for p in self.extra_nodes]:
             link = nodes_dir / name
             if link.is_symlink() or link.exists():
                 link.unlink()
@@ -84,7 +89,7 @@ class ComfyServer:
                "--disable-auto-launch", *args, *self.extra_args]
         if self.front_end_root is not None:
             cmd += ["--front-end-root", str(self.front_end_root)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=comfy_dir(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self.startup_timeout
@@ -205,7 +210,7 @@ def error_message(entry: dict) -> str:
     return ""
 
 
-if __name__ == "__main__":  # manual use: python -m tests.support.server
+if __name__ == "__main__":  # manual use: python -m dev.support.server
     with ComfyServer(extra_nodes=[STANDIN_ADE, TINY_MODELS_PACK]) as s:
         print(s.url, file=sys.stderr)
         input("press enter to stop")

@@ -16,8 +16,8 @@ peak RSS (VmHWM, reset through /proc/self/clear_refs) minus its RSS, with glibc 
 MEMORY_MMAP_THRESHOLD bytes and more by mmap, so freed tensors leave the RSS at once and the peak RSS
 follows live tensor memory. That setting slows large allocations, which is why the timed runs go without.
 Smaller blocks still come from glibc's heap, which keeps some slack: on this model the peak RSS runs
-about 20-30 % over the live tensors. `scripts/bench.py VARIANT tensors` runs the same steps metering the
-live tensor bytes themselves (scripts/tensor_meter.py), what a GPU's allocator would hold; `make scale`
+about 20-30 % over the live tensors. `dev/bench.py VARIANT tensors` runs the same steps metering the
+live tensor bytes themselves (dev/support/tensor_meter.py), what a GPU's allocator would hold; `make scale`
 uses it to cross-check its estimates.
 """
 
@@ -33,6 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from dev.support.bench_model import build_model  # noqa: E402
 
 CHANNELS = int(os.environ.get("BENCH_CHANNELS", 64))
 LATENT = int(os.environ.get("BENCH_LATENT", 16))
@@ -55,46 +57,6 @@ def reset_peak():
         pass
 
 
-def build():
-    """The bench MODEL (with the stand-in temporal module, as ADE would add it), conditioning and a TAESD VAE."""
-    import torch
-
-    from tests.support.host import load_pack
-    from tests.support.tiny_models import TINY_UNET_CONFIG, _fill_deterministic, _tiny_classes
-
-    load_pack()
-    import comfy.model_management
-    import comfy.model_patcher
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    from tests.standin_ade import AppliedMotionModel, MotionModel, UseEvolvedSampling
-    from tests.standin_ade.motion import motion_slots
-    from tests.support.standin_ade_weights import motion_module_state_dict
-    from tests.support.tiny_models import tiny_taesd_state_dict
-
-    config = dict(TINY_UNET_CONFIG, model_channels=CHANNELS, channel_mult=[1, 2, 4, 4], num_heads=8)
-    cls = _tiny_classes()
-    cls.unet_config = dict(cls.unet_config, model_channels=CHANNELS)
-    model_config = cls(config)
-    model_config.set_inference_dtype(torch.float32, None)
-    base = model_config.get_model({})
-    with torch.device("meta"):
-        shapes = UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init).state_dict()
-    sd = _fill_deterministic({k: torch.empty(v.shape) for k, v in shapes.items()}, 11)
-    base.diffusion_model.load_state_dict(sd)
-    patcher = comfy.model_patcher.ModelPatcher(base, comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device())
-    slots = [(k, b, c) for k, b, _, c in motion_slots(base.diffusion_model)]
-    motion = MotionModel("bench", motion_module_state_dict(slots=slots))
-    (video,) = UseEvolvedSampling().use(patcher, "autoselect", m_models=[AppliedMotionModel(motion)])
-    g = torch.Generator().manual_seed(0)
-    pos = [[torch.randn(1, 77, 64, generator=g), {}]]
-    neg = [[torch.randn(1, 77, 64, generator=g), {}]]
-    vae = comfy.sd.VAE(sd=tiny_taesd_state_dict())
-    return patcher, video, pos, neg, vae
-
-
 def timed_unet(model, store):
     """A keyed DIFFUSION_MODEL wrapper on a clone that sums the wall time of UNet forwards."""
     import comfy.patcher_extension
@@ -114,16 +76,16 @@ def timed_unet(model, store):
 def run(variant: str, measure: str) -> dict:
     """One variant ("plain", "anyi2v", "lowmem"); measure "time" (the whole schedule), "memory" (peak RSS
     over the first steps) or "tensors" (the peak of live tensor bytes over the same steps, metered by
-    scripts/tensor_meter.py: what a GPU's allocator would hold, without the CPU heap's slack)."""
+    dev/support/tensor_meter.py: what a GPU's allocator would hold, without the CPU heap's slack)."""
     import torch
 
-    patcher, video, pos, neg, vae = build()
+    patcher, video, pos, neg, vae = build_model(CHANNELS)
     import comfy.model_management
     import comfy.sample
     import comfy.samplers
 
-    from scripts import tensor_meter
-    from tests.support.host import pack_module
+    from dev.support import tensor_meter
+    from dev.support.host import pack_module
 
     invert = pack_module("nodes.invert")
     inject = pack_module("nodes.inject")

@@ -83,7 +83,7 @@ def torus_obj(major=1.0, minor=0.4, rings=48, sides=24) -> str:
             a, b = i * sides + j, i * sides + (j + 1) % sides
             c, d = ((i + 1) % rings) * sides + j, ((i + 1) % rings) * sides + (j + 1) % sides
             lines += [f"f {a + 1} {c + 1} {b + 1}", f"f {b + 1} {c + 1} {d + 1}"]
-    return "# torus for AnyI2V Render Mesh (scripts/make_example_inputs.py)\n" + "\n".join(lines) + "\n"
+    return "# torus for AnyI2V Render Mesh (dev/make_example_inputs.py)\n" + "\n".join(lines) + "\n"
 
 
 def main(out: Path = OUT) -> list[Path]:

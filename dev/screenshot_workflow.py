@@ -10,9 +10,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.browser.conftest import ARGS, CHROMIUM  # noqa: E402
-from tests.support.examples import copy_inputs  # noqa: E402
-from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer  # noqa: E402
+from dev.support.browser import ARGS, CHROMIUM  # noqa: E402
+from dev.support.examples import copy_inputs  # noqa: E402
+from dev.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer  # noqa: E402
 
 
 def main(out: Path = REPO / "docs" / "workflow-01.png"):

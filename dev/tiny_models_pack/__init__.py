@@ -1,5 +1,5 @@
 """TEST SUPPORT pack for a ComfyUI server: teaches ComfyUI's model detection the tiny SD1.5-layout
-checkpoint (see tests/support/tiny_models.py). Linked into a server's custom_nodes by the tests and
+checkpoint (see dev/support/tiny_models.py). Linked into a server's custom_nodes by the tests and
 by `make demo` in tiny-model mode; never shipped. It adds no nodes."""
 
 import sys
@@ -9,7 +9,7 @@ _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.append(_REPO)  # appended: ComfyUI's own top-level modules keep precedence
 
-from tests.support.tiny_models import register_tiny_sd15  # noqa: E402
+from dev.support.tiny_models import register_tiny_sd15  # noqa: E402
 
 register_tiny_sd15()
 

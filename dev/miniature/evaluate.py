@@ -1,6 +1,6 @@
 """Running the miniature through the pack's real nodes and measuring it (used by `make eval` and the tests).
 
-``Runner`` executes API prompts (miniature/workflow.py) with ComfyUI's real PromptExecutor in-process, with
+``Runner`` executes API prompts (dev/miniature/workflow.py) with ComfyUI's real PromptExecutor in-process, with
 the miniature's files and the ADE stand-in, and returns the decoded frames (cached on disk under a
 fingerprint of everything the videos depend on). ``measure`` applies the locator's metrics;
 ``locator_check`` and ``quality_gate`` are the checks `make eval` prints before the comparison;
@@ -24,7 +24,7 @@ from . import scenes as S
 from . import testset as TS
 from . import workflow as W
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CACHE = Path(os.environ.get("ANYI2V_EVAL_CACHE", Path.home() / ".cache" / "comfyui-anyi2v" / "eval"))
 
@@ -37,9 +37,9 @@ def fingerprint() -> str:
     h = hashlib.sha256(comfyui_version.__version__.encode())
     for f in (M.CHECKPOINT, M.MOTION):
         h.update(M.sha256(f).encode())
-    files = sorted([*REPO.glob("core/*.py"), *REPO.glob("nodes/*.py"), *REPO.glob("tests/standin_ade/*.py"),
-                    *REPO.glob("tests/tiny_models_pack/*.py"), REPO / "tests" / "support" / "tiny_models.py",
-                    *(REPO / "miniature" / f"{m}.py" for m in ("workflow", "testset", "scenes", "evaluate"))])
+    files = sorted([*REPO.glob("core/*.py"), *REPO.glob("nodes/*.py"), *REPO.glob("dev/standin_ade/*.py"),
+                    *REPO.glob("dev/tiny_models_pack/*.py"), REPO / "dev" / "support" / "tiny_models.py",
+                    *(REPO / "dev" / "miniature" / f"{m}.py" for m in ("workflow", "testset", "scenes", "evaluate"))])
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -50,7 +50,7 @@ class Runner:
     """ComfyUI's real PromptExecutor in-process, with the miniature's files and the ADE stand-in."""
 
     def __init__(self):
-        from tests.support.comfy_run import get_host
+        from dev.support.comfy_run import get_host
 
         self.host = get_host()
         add_model_folders()
@@ -85,7 +85,7 @@ def add_model_folders():
 
 
 def write_condition(case: TS.Case) -> dict[str, str]:
-    from tests.support.images import write_input_image
+    from dev.support.images import write_input_image
 
     return {k: write_input_image(f"miniature_{case.key}_{k}.png", np.round(v * 255))
             for k, v in case.condition_parts().items()}

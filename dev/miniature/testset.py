@@ -7,7 +7,7 @@ crossing the frame in opposite directions). Sizes and displacements stay within 
 trained on.
 
 A case is (trajectory, seed): the seed picks the scene's object classes, colours and background
-(miniature/scenes.py), the condition modality (cycling edges, depth, silhouette, mixed over the seeds)
+(dev/miniature/scenes.py), the condition modality (cycling edges, depth, silhouette, mixed over the seeds)
 and the sampling noise. The scene's objects sit in the trajectory's first boxes; the condition image
 is rendered from that scene's first frame. This set has not changed since run 4 of docs/eval.md (run 2
 was measured on an earlier one).

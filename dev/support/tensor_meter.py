@@ -1,4 +1,4 @@
-"""Bytes of a computation, measured from the operators it runs (works on meta tensors; scripts/scale.py
+"""Bytes of a computation, measured from the operators it runs (works on meta tensors; dev/scale.py
 counts the FLOPs with torch.utils.flop_counter).
 
 ``LiveBytes`` is a TorchDispatchMode that sees every tensor an operator creates (forward and

@@ -5,7 +5,7 @@
    of any video exceeds 0.5 px: the metric would not be trustworthy. The VAE's figure is reported.
 2. The quality gate: unconditional samples (plain AnimateDiff sampling, random prompts of the training
    distribution): the right number of objects of plausible size and colour, persisting over the frames.
-3. The variants of miniature/workflow.py over the test set of miniature/testset.py (seeds x 5 trajectories),
+3. The variants of dev/miniature/workflow.py over the test set of dev/miniature/testset.py (seeds x 5 trajectories),
    each run through ComfyUI's real PromptExecutor in-process: ObjMC of every video, first-frame IoU.
 4. Paired tests between full AnyI2V and injection only (Wilcoxon signed-rank, win rate, bootstrap CI of
    the mean reduction); a table and a plot for docs/eval.md.
@@ -14,7 +14,7 @@ Decoded videos are cached (uint8, by a fingerprint of the model files, the pack'
 under ~/.cache/comfyui-anyi2v/eval, so an interrupted run resumes and metric code can change without
 sampling again. The last printed line is one JSON object.
 
-Environment: ANYI2V_MINIATURE_DIR (the trained files; default miniature/models), ANYI2V_EVAL_CACHE (the
+Environment: ANYI2V_MINIATURE_DIR (the trained files; default dev/miniature/models), ANYI2V_EVAL_CACHE (the
 cache; default ~/.cache/comfyui-anyi2v/eval), EVAL_SEEDS (the default of --seeds).
 Options: --seeds N (default 20), --variants a,b, --trajectories a,b, --gate-samples N (default 40),
 --explore (also measure other settings on a subset), --no-docs (do not rewrite docs/eval.md's table),
@@ -35,10 +35,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from miniature import model as M  # noqa: E402
-from miniature import testset as TS  # noqa: E402
-from miniature import workflow as W  # noqa: E402
-from miniature.evaluate import (  # noqa: E402
+from dev.miniature import model as M  # noqa: E402
+from dev.miniature import testset as TS  # noqa: E402
+from dev.miniature import workflow as W  # noqa: E402
+from dev.miniature.evaluate import (  # noqa: E402
     Runner,
     locator_check,
     measure,
@@ -95,7 +95,7 @@ def write_docs(block: str):
 
 
 def plot(summary: dict):
-    from miniature.plot import bar_chart
+    from dev.miniature.plot import bar_chart
 
     bar_chart({LABELS.get(k, k).replace(" (paper defaults)", ""): (v["objmc"], 1.96 * v["objmc_sem"]) for k, v in summary.items()},
               "ObjMC on the miniature (mean, 95 % interval of the mean)", "ObjMC (px)", PLOT)

@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.examples import copy_inputs, example_prompt  # noqa: E402
-from tests.support.host import cache_dir, comfy_dir  # noqa: E402
-from tests.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message  # noqa: E402
+from dev.support.examples import copy_inputs, example_prompt  # noqa: E402
+from dev.support.host import cache_dir, comfy_dir  # noqa: E402
+from dev.support.server import STANDIN_ADE, TINY_MODELS_PACK, ComfyServer, error_message  # noqa: E402
 
 WORKFLOW = REPO / "example_workflows" / "01_canny_car_one_box.json"
 OUTPUT = Path(os.environ.get("ANYI2V_DEMO_OUTPUT", Path.cwd() / "output"))
@@ -71,7 +71,7 @@ def main() -> int:
         models = Path(models_dir).resolve()
         print(f"[demo] real models from {models}", file=sys.stderr)
     else:
-        from tests.support.tiny_models import ensure_models
+        from dev.support.tiny_models import ensure_models
 
         models = cache_dir()
         ensure_models(models)

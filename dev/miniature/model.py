@@ -2,17 +2,17 @@
 
 - UNet: the SD1.5 layout (4 levels, 2 ResBlocks per level, SpatialTransformers at levels 1 and 2 so
   output blocks 3, 4, 6, 7 hold ResBlock + SpatialTransformer as the pack needs) at the tiny test
-  widths (32/64 channels, 64-dim context; tests/support/tiny_models.py). Level 0 (the 32 x 32 latent
+  widths (32/64 channels, 64-dim context; dev/support/tiny_models.py). Level 0 (the 32 x 32 latent
   grid) has no attention: on a CPU its 1024-token self-attention cost more than the rest of the UNet.
   ComfyUI detects the layout from the weights; the tiny test model config (TinySD15, registered by
-  tests/tiny_models_pack) matches it.
-- Motion: the AnimateDiff-Evolved test stand-in's temporal module (tests/standin_ade/motion.py), one per
+  dev/tiny_models_pack) matches it.
+- Motion: the AnimateDiff-Evolved test stand-in's temporal module (dev/standin_ade/motion.py), one per
   block that holds a ResBlock, in that module's weight format.
-- VAE: TAESD format (comfy.taesd), trained to the analytic latent of miniature/latent.py.
+- VAE: TAESD format (comfy.taesd), trained to the analytic latent of dev/miniature/latent.py.
 - Text encoder: the tiny test CLIP with its deterministic generated weights (never trained), its token
   embeddings scaled by TOKEN_GAIN.
 
-`make miniature` writes the trained files to ``miniature/models/`` in ComfyUI's folder layout
+`make miniature` writes the trained files to ``dev/miniature/models/`` in ComfyUI's folder layout
 (``checkpoints/``, ``animatediff_models/``), so a ComfyUI models folder can point at them
 (ANYI2V_MINIATURE_DIR points the eval at another set). They are not committed: the miniature does not
 pass its quality gate yet (docs/eval.md).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from tests.support.tiny_models import TINY_UNET_CONFIG
+from dev.support.tiny_models import TINY_UNET_CONFIG
 
 from .latent import NET_GAIN, SCALE
 
@@ -77,7 +77,7 @@ def new_unet():
 def new_motion_modules(unet) -> dict[str, torch.nn.Module]:
     """One stand-in temporal module per ResBlock-holding block ("input.1", "output.4", ...), output
     projection zeroed (each starts as the identity)."""
-    from tests.standin_ade.motion import StandinMotionModule, motion_slots
+    from dev.standin_ade.motion import StandinMotionModule, motion_slots
 
     modules = {}
     for kind, block, _, channels in motion_slots(unet):
@@ -91,7 +91,7 @@ def new_motion_modules(unet) -> dict[str, torch.nn.Module]:
 
 def insert_motion(unet, modules: dict[str, torch.nn.Module]):
     """Place the temporal modules the way the ADE stand-in does (after a block's ResBlock/SpatialTransformer)."""
-    from tests.standin_ade.motion import motion_slots
+    from dev.standin_ade.motion import motion_slots
 
     for kind, block, pos, _ in motion_slots(unet):
         blocks = unet.input_blocks if kind == "input" else unet.output_blocks
@@ -100,7 +100,7 @@ def insert_motion(unet, modules: dict[str, torch.nn.Module]):
 
 def motion_options(frames: int) -> dict:
     """transformer_options that run the inserted temporal modules over `frames` frames per video."""
-    from tests.standin_ade.motion import StandinMotionModule
+    from dev.standin_ade.motion import StandinMotionModule
 
     def run(layer, x, emb, context, transformer_options, *args, **kwargs):
         return layer.temporal(x, frames)  # (in sampling, ADE's code sets the module's video_length instead)
@@ -123,7 +123,7 @@ def new_taesd():
 
 def checkpoint_state(unet, taesd) -> dict[str, torch.Tensor]:
     """UNet + TAESD + the tiny test CLIP, in an SD1.5 checkpoint's key layout, float16, marked v-prediction."""
-    from tests.support.tiny_models import tiny_clip_state_dict
+    from dev.support.tiny_models import tiny_clip_state_dict
 
     sd = {}
     for k, v in unet.state_dict().items():

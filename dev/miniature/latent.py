@@ -5,7 +5,7 @@ values (red - green, yellow - blue), and the mean brightness of the 8 x 8 window
 top-left corner (a second, diagonally offset sampling of the brightness, which places edges twice as
 finely; zero outside the image). All four are linear in the image: the TAESD-format encoder computes them
 exactly from its initialisation (average pooling by its stride-2 convolutions), and only the decoder is
-trained, to draw the image back (miniature/train.py). The values are offset and scaled so that the
+trained, to draw the image back (dev/miniature/train.py). The values are offset and scaled so that the
 diffusion model sees roughly unit-scale data, as SD1.5's scaled latents are. A video model trained on
 these latents learns a near-pixel-space distribution that a CPU can learn in minutes. The colour channels
 are scaled up (objects are saturated, backgrounds grey): the objects stand out of the noise earlier in

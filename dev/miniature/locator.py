@@ -1,6 +1,6 @@
 """Finding the miniature's objects in decoded frames, and the metrics built on it.
 
-Objects are saturated, backgrounds nearly grey (miniature/scenes.py), so an object is a connected region
+Objects are saturated, backgrounds nearly grey (dev/miniature/scenes.py), so an object is a connected region
 of saturated pixels. The locator knows nothing about the method or the boxes beyond frame 0:
 
 - ``find(frame)``: the regions of one frame (HSV saturation >= 0.35 and value >= 0.15, a small closing,

@@ -1,7 +1,7 @@
 """`make miniature`: train the miniature video model here, on a CPU, from a seed.
 
 Stages (each a fixed number of steps, so a run is reproducible on one machine):
-1. VAE: the TAESD-format encoder computes the latent of miniature/latent.py exactly from its
+1. VAE: the TAESD-format encoder computes the latent of dev/miniature/latent.py exactly from its
    initialisation (RGB into three channels, 2x2 average pooling in each stride-2 convolution, the last one
    also taking the half-patch-offset brightness, then the affine map to the latent; residual branches at
    zero) and is not trained. The decoder starts from a smooth interpolation of the colour channels (the
@@ -9,7 +9,7 @@ Stages (each a fixed number of steps, so a run is reproducible on one machine):
    crops of generated frames back from their latents (slightly noised, as a sampler's are).
 2. Video model: the narrow SD1.5-layout UNet first on single frames of many scenes (the temporal
    modules pass single frames through), then jointly with the stand-in temporal modules on 8-frame
-   videos from miniature/scenes.py. V-prediction (v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0, the
+   videos from dev/miniature/scenes.py. V-prediction (v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0, the
    checkpoint holds a `v_pred` key as ComfyUI's v-prediction checkpoints do) on AnimateDiff's noise schedule
    (betas linear 0.00085..0.012), one timestep per video, half of them drawn with a density rising in t.
    Why not epsilon prediction, as SD1.5: at t = 999 alpha_bar = 0.0016, so x0 = (x_t - 0.9992 eps) / 0.040
@@ -21,8 +21,8 @@ Stages (each a fixed number of steps, so a run is reproducible on one machine):
    Prompts ("a red ball and a blue kite") are encoded by the checkpoint's own CLIP through ComfyUI's
    real checkpoint loader, as CLIPTextEncode does.
 
-The files go to miniature/models/ (float16); the script prints their SHA-256 and writes the loss curve to
-docs/miniature-loss.png and a record of the run to miniature/models/training.json.
+The files go to dev/miniature/models/ (float16); the script prints their SHA-256 and writes the loss curve to
+docs/miniature-loss.png and a record of the run to dev/miniature/models/training.json.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from miniature import latent as L  # noqa: E402
-from miniature import model as M  # noqa: E402
-from miniature import scenes as S  # noqa: E402
+from dev.miniature import latent as L  # noqa: E402
+from dev.miniature import model as M  # noqa: E402
+from dev.miniature import scenes as S  # noqa: E402
 
 LINEAR_START, LINEAR_END, TIMESTEPS = 0.00085, 0.012, 1000
 
@@ -69,7 +69,7 @@ def encode_prompts(unet, taesd, prompts: list[str]) -> dict[str, torch.Tensor]:
     """Each prompt's conditioning (77, 64) from the checkpoint's CLIP, loaded by ComfyUI's checkpoint loader."""
     import comfy.sd
 
-    from tests.support.tiny_models import register_tiny_sd15
+    from dev.support.tiny_models import register_tiny_sd15
 
     register_tiny_sd15()
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,7 +283,7 @@ def train_video(unet, motion, conds, image_steps: int, video_steps: int, rng: np
 
 
 def remove_motion(unet):
-    from tests.standin_ade.motion import StandinMotionModule
+    from dev.standin_ade.motion import StandinMotionModule
 
     for blocks in (unet.input_blocks, unet.output_blocks):
         for block in blocks:
@@ -296,7 +296,7 @@ def remove_motion(unet):
 
 
 def loss_curve(log: list, path: Path):
-    from miniature.plot import line_chart
+    from dev.miniature.plot import line_chart
 
     def smooth(values, k):
         out, acc = [], []
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     p.add_argument("--curve", type=Path, default=REPO / "docs" / "miniature-loss.png")
     args = p.parse_args(argv)
 
-    from tests.support.host import boot
+    from dev.support.host import boot
 
     boot()
     torch.set_num_threads(2)

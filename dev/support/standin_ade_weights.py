@@ -1,4 +1,4 @@
-"""Deterministic weights for the stand-in motion module (TEST DOUBLE, see tests/standin_ade)."""
+"""Deterministic weights for the stand-in motion module (TEST DOUBLE, see dev/standin_ade)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ TINY_SLOTS = [("input", i, c) for i, c in ((1, 32), (2, 32), (4, 64), (5, 64), (
 
 
 def motion_module_state_dict(seed: int = 4, slots=TINY_SLOTS) -> dict[str, torch.Tensor]:
-    """slots: (kind, block, channels) per motion module (tests/standin_ade/motion.motion_slots gives them for a UNet)."""
+    """slots: (kind, block, channels) per motion module (dev/standin_ade/motion.motion_slots gives them for a UNet)."""
     gen = torch.Generator().manual_seed(seed)
     sd = {}
     for kind, block, c in slots:
