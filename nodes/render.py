@@ -2,6 +2,10 @@
 
 Files are read with trimesh (.ply, .obj, .glb/.gltf, .stl, .off; .xyz for points) from the input folder,
 e.g. input/3d where core ComfyUI's Load 3D node uploads them. Loading never runs code from a file.
+
+trimesh is the pack's one optional dependency: where it is missing or fails to import, these two nodes stay
+listed (workflows that use them still load) but refuse to run with a message that says why, the server log
+says so at start, and every other node of the pack works as usual.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import logging
 import comfy.model_management
 import numpy as np
 import torch
-import trimesh
 from comfy_api.latest import io
 
 from ..core.render import MESH_MODES, POINT_MODES, OrbitCamera, render_mesh, render_points
@@ -19,6 +22,34 @@ from .input_files import fingerprint, input_files, input_path
 from .types import CATEGORY
 
 log = logging.getLogger(__name__)
+
+
+def _import_trimesh():
+    """(the trimesh module, None), or (None, why it could not be imported): missing, or broken (a failing native
+    or version dependency raises more than ImportError)."""
+    try:
+        import trimesh
+
+        return trimesh, None
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+trimesh, TRIMESH_ERROR = _import_trimesh()
+DISABLED = (f"AnyI2V Render Mesh and AnyI2V Render Point Cloud are disabled: the Python package trimesh could not be "
+            f"imported ({TRIMESH_ERROR}). Install it into ComfyUI's Python environment "
+            f"(pip install -r custom_nodes/ComfyUI-AnyI2V/requirements.txt) and restart ComfyUI.") if TRIMESH_ERROR else None
+if DISABLED:
+    log.warning("%s The other AnyI2V nodes work without it.", DISABLED)
+
+
+def _require_trimesh():
+    if DISABLED:
+        raise RuntimeError(DISABLED)
+
+
+def _description(text: str) -> str:
+    return f"{text} DISABLED: trimesh could not be imported ({TRIMESH_ERROR})." if DISABLED else text
 
 MESH_EXTENSIONS = (".ply", ".obj", ".glb", ".gltf", ".stl", ".off")
 POINT_EXTENSIONS = (".ply", ".obj", ".glb", ".gltf", ".xyz")
@@ -90,7 +121,7 @@ class RenderMesh(io.ComfyNode):
             node_id="AnyI2VRenderMesh",
             display_name="AnyI2V Render Mesh",
             category=CATEGORY,
-            description="Render a 3D mesh file as a depth or normal condition image from an orbit camera.",
+            description=_description("Render a 3D mesh file as a depth or normal condition image from an orbit camera."),
             inputs=[
                 io.Combo.Input("mesh_file", options=input_files(MESH_EXTENSIONS),
                                tooltip="A mesh file in the input folder (e.g. input/3d): .ply .obj .glb .gltf .stl .off."),
@@ -103,6 +134,7 @@ class RenderMesh(io.ComfyNode):
 
     @classmethod
     def execute(cls, mesh_file, mode, width, height, azimuth, elevation, distance, fov, fit) -> io.NodeOutput:
+        _require_trimesh()
         meshes, _ = _load(input_path(mesh_file, MESH_EXTENSIONS, "mesh_file"), mesh_file, "mesh_file")
         if not meshes:
             raise ValueError(f"mesh_file: '{mesh_file}' has no triangles (a point cloud? use AnyI2V Render Point Cloud)")
@@ -126,7 +158,7 @@ class RenderPointCloud(io.ComfyNode):
             node_id="AnyI2VRenderPointCloud",
             display_name="AnyI2V Render Point Cloud",
             category=CATEGORY,
-            description="Render a point cloud (or a mesh's vertices) as splats from an orbit camera: depth, colours or normals.",
+            description=_description("Render a point cloud (or a mesh's vertices) as splats from an orbit camera: depth, colours or normals."),
             inputs=[
                 io.Combo.Input("points_file", options=input_files(POINT_EXTENSIONS),
                                tooltip="A point cloud in the input folder (e.g. input/3d): .ply .xyz, or a mesh file's vertices."),
@@ -142,6 +174,7 @@ class RenderPointCloud(io.ComfyNode):
 
     @classmethod
     def execute(cls, points_file, mode, point_radius, width, height, azimuth, elevation, distance, fov, fit) -> io.NodeOutput:
+        _require_trimesh()
         meshes, clouds = _load(input_path(points_file, POINT_EXTENSIONS, "points_file"), points_file, "points_file")
         parts = []
         for g in clouds:
