@@ -19,9 +19,10 @@ import torch
 def two_means_1d(values: torch.Tensor) -> tuple[float, float, float]:
     """Optimal 2-means of 1-D values -> (threshold, low centre, high centre).
 
-    Values >= threshold belong to the high cluster. Computed in float64.
+    Values >= threshold belong to the high cluster. Computed in float64 on the CPU (a few hundred values; MPS
+    and DirectML have no float64).
     """
-    v = values.detach().reshape(-1).double()
+    v = values.detach().reshape(-1).to(device="cpu", dtype=torch.float64)
     if v.numel() == 0:
         raise ValueError("values: empty")
     if not torch.isfinite(v).all():

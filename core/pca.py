@@ -1,7 +1,9 @@
 """PCA of attention queries (paper Eq. 4): fit without gradient on (N, C) rows, transform with it.
 
-The fit is exact: an eigendecomposition of the C x C covariance in float64 (cheap even at C = 1280, and
-exact to float precision, unlike the reference's randomized solver). Component signs are fixed (the
+The fit is exact: the C x C covariance of the centred rows in float32 on their device (half-precision queries are
+promoted), then its eigendecomposition in float64 on the CPU (cheap even at C = 1280; MPS and DirectML have no
+float64). That is exact to float32 precision, unlike the reference's randomized solver. Fit and transform work in
+float32 whatever the queries' dtype: the loss, its masks and its PCA stay in fp32 on half-precision GPUs. Component signs are fixed (the
 largest-magnitude entry of each component positive) so equal inputs give equal outputs: the alignment
 loss does not depend on the signs, the feature view does.
 """
@@ -25,20 +27,28 @@ class PCA:
         if n_components < 1:
             raise ValueError(f"n_components: must be >= 1, got {n_components}")
         with torch.no_grad():
-            x = x.detach()
+            x = x.detach().to(_working_dtype(x))
             m = min(n_components, x.shape[1])
-            centred = x.double() - x.double().mean(0)
-            _, vecs = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+            mean = x.mean(0)
+            centred = x - mean
+            covariance = (centred.T @ centred).to(device="cpu", dtype=torch.float64)
+            _, vecs = torch.linalg.eigh(covariance)  # ascending eigenvalues
             comps = _fix_signs(vecs.flip(1)[:, :m])
-        return cls(mean=x.mean(0), components=comps.to(x.dtype))
+        return cls(mean=mean, components=comps.to(device=x.device, dtype=x.dtype))
 
     @property
     def n_components(self) -> int:
         return self.components.shape[1]
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """(…, C) -> (…, M); differentiable with respect to x."""
-        return (x - self.mean.to(x)) @ self.components.to(x)
+        """(…, C) -> (…, M) in float32 (or wider); differentiable with respect to x."""
+        dtype = torch.promote_types(_working_dtype(x), self.components.dtype)
+        return (x.to(dtype) - self.mean.to(x.device, dtype)) @ self.components.to(x.device, dtype)
+
+
+def _working_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision (and float32) queries; a float64 input (CPU tests) stays float64."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def _fix_signs(comps: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,9 @@
-"""Noise-schedule arithmetic for DDIM inversion (a 1000-step discrete schedule)."""
+"""Noise-schedule arithmetic for DDIM inversion (a 1000-step discrete schedule). Schedules are float64 CPU
+tensors; what touches the latent on its device is float32 or wider, never float64."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -40,17 +43,20 @@ def inversion_timesteps(t_alpha: int = 201, stride: int = 1) -> list[int]:
     return steps
 
 
-def first_alpha(alphas_cumprod: torch.Tensor, stride: int) -> torch.Tensor:
+def first_alpha(alphas_cumprod: torch.Tensor, stride: int) -> float:
     """alpha_bar of the clean latent the first inversion step starts from: the reference's inverse DDIM schedule
     (999 steps for stride 1) takes alphas_cumprod[t - 1] for its step at t, i.e. alpha_bar_0 before t = 1; with
     coarser strides it starts from 1."""
-    a = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
-    return a[0].clone() if int(stride) == 1 else torch.ones((), dtype=torch.float64, device=a.device)
+    return float(alphas_cumprod[0]) if int(stride) == 1 else 1.0
 
 
-def ddim_inversion_step(x_prev: torch.Tensor, eps: torch.Tensor, a_prev, a_next) -> torch.Tensor:
-    """Deterministic DDIM step from alpha_bar a_prev to a_next given the predicted noise eps."""
-    a_prev = torch.as_tensor(a_prev, dtype=torch.float64)
-    a_next = torch.as_tensor(a_next, dtype=torch.float64)
-    x0 = (x_prev.double() - (1 - a_prev).sqrt() * eps.double()) / a_prev.sqrt()
-    return (a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps.double()).to(x_prev.dtype)
+def ddim_inversion_step(x_prev: torch.Tensor, eps: torch.Tensor, a_prev: float, a_next: float) -> torch.Tensor:
+    """Deterministic DDIM step from alpha_bar a_prev to a_next given the predicted noise eps:
+    x0 = (x_prev - sqrt(1 - a_prev) eps) / sqrt(a_prev), x_next = sqrt(a_next) x0 + sqrt(1 - a_next) eps,
+    as x_next = c_x x_prev + c_eps eps with both coefficients computed in float64 on the CPU (Python floats) and the
+    tensors combined in at least float32 on their own device (no float64 there: MPS and DirectML have none)."""
+    a_prev, a_next = float(a_prev), float(a_next)
+    c_x = math.sqrt(a_next / a_prev)
+    c_eps = math.sqrt(1.0 - a_next) - math.sqrt(a_next) * math.sqrt(1.0 - a_prev) / math.sqrt(a_prev)
+    dtype = torch.promote_types(x_prev.dtype, torch.float32)
+    return (c_x * x_prev.to(dtype) + c_eps * eps.to(dtype)).to(x_prev.dtype)

@@ -5,6 +5,7 @@ residuals of the chosen output blocks (paper Sec. 3.2; reference: 201 calls at t
 from __future__ import annotations
 
 import contextlib
+import math
 
 import comfy.model_management
 import comfy.utils
@@ -117,7 +118,7 @@ def invert(model, latent: torch.Tensor, context: torch.Tensor, t_alpha: int, str
     device = model.load_device
     sampling = model.get_model_object("model_sampling")
     options = image_only_options(model)
-    alphas = schedule_alphas(schedule, sampling).to(device)
+    alphas = schedule_alphas(schedule, sampling)  # float64, on the CPU: MPS and DirectML have no float64
     x = latent.to(device=device, dtype=torch.float32)
     context = context.to(device)
     a_prev = first_alpha(alphas, stride)
@@ -126,8 +127,8 @@ def invert(model, latent: torch.Tensor, context: torch.Tensor, t_alpha: int, str
     for i, t in enumerate(steps):
         comfy.model_management.throw_exception_if_processing_interrupted()
         sigma = sampling.sigma(torch.tensor([float(t)], device=device)).to(device)
-        x_in = (x.double() * (1.0 + sigma.double() ** 2).sqrt()).float()  # apply_model divides by this again
-        a_t = alphas[t]
+        x_in = x * math.sqrt(1.0 + float(sigma) ** 2)  # apply_model divides by this again
+        a_t = float(alphas[t])
         last = i == len(steps) - 1
         hooks = capture(base.diffusion_model, query_blocks, res_blocks, store) if last else contextlib.nullcontext()
         with hooks:
