@@ -119,6 +119,8 @@ class Optimizer:
         self.losses: list[tuple[int, int, float]] = []
         self.backward_seconds = 0.0  # for the benchmark's overhead split
         self.last_maps: list[torch.Tensor] | None = None
+        self.compute_dtype = compute_dtype(guider.model_patcher.model)
+        self.loss_scale = 2.0**16 if self.compute_dtype == torch.float16 else 1.0  # fp16's range is narrow; bf16's is fp32's
 
     def steps(self, sigmas) -> list[int]:
         return optimised_steps(sigmas, self.end_sigma, self.settings.iterations)
@@ -169,7 +171,8 @@ class Optimizer:
         """Run the iterations of one denoising step; returns the optimised latent (same dtype/device).
 
         The update acts on z_t = x / sqrt(1 + sigma^2) (what the UNet sees; the paper's latent), so that lr is the
-        paper's step per element; the latent is unchanged (bit for bit) when no update is taken."""
+        paper's step per element; the latent is unchanged (bit for bit) when no update is taken. An iteration whose
+        loss or gradient is not finite takes no step (see gradient())."""
         update = make_update(self.settings.update_rule, self.settings.lr)
         scale = latent_scale(sigma)
         moved = False
@@ -177,18 +180,53 @@ class Optimizer:
             z = x.detach().clone() / scale
             for it in range(self.settings.iterations):
                 comfy.model_management.throw_exception_if_processing_interrupted()
-                z = z.detach().requires_grad_(True)
-                loss = self.loss(z * scale, sigma, model_options)
-                started = time.perf_counter()
-                (grad,) = torch.autograd.grad(loss, z, allow_unused=True)
-                self.backward_seconds += time.perf_counter() - started
-                value = float(loss.detach())
+                value, grad = self.gradient(z, scale, sigma, model_options, step, it)
                 self.losses.append((step, it, value))
                 log.info("AnyI2V: step %d iteration %d alignment loss %.6f", step, it, value)
                 if self.settings.lr > 0 and grad is not None and bool(grad.any()):  # no mask weight: no step (as the reference)
-                    z, moved = update(z.detach(), grad.detach()), True
+                    z, moved = update(z.detach(), grad), True
                 progress()
         if not moved:
             return x
         with torch.inference_mode():
             return (z.detach() * scale).to(x.dtype)
+
+    def gradient(self, z, scale, sigma, model_options, step, iteration):
+        """(loss value, d loss / d z or None) at the latent z (z_t units). The loss is fp32 whatever the UNet computes
+        in; where that is fp16, the backward runs on the loss times a loss scale (in fp32, as the reference's
+        GradScaler: 2^16 to start) so that small gradients do not underflow in the UNet's fp16 backward, and the
+        gradient is divided by it again in fp32. A gradient that overflows is computed again at half the scale; a
+        loss or gradient that stays non-finite gives None: that iteration takes no step, and the log says so."""
+        while True:
+            z = z.detach().requires_grad_(True)
+            loss = self.loss(z * scale, sigma, model_options)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                log.warning("AnyI2V: step %d iteration %d skipped: the alignment loss is %s (the UNet computes in %s)",
+                            step, iteration, value, _dtype_name(self.compute_dtype))
+                return value, None
+            started = time.perf_counter()
+            (grad,) = torch.autograd.grad(loss * self.loss_scale if self.loss_scale != 1.0 else loss, z, allow_unused=True)
+            self.backward_seconds += time.perf_counter() - started
+            if grad is None:
+                return value, None
+            grad = grad.detach().float()
+            if bool(torch.isfinite(grad).all()):
+                return value, (grad / self.loss_scale if self.loss_scale != 1.0 else grad)
+            if self.loss_scale > 1.0:
+                self.loss_scale /= 2.0
+                log.info("AnyI2V: step %d iteration %d: the gradient overflowed %s; loss scale now %g",
+                         step, iteration, _dtype_name(self.compute_dtype), self.loss_scale)
+                continue
+            log.warning("AnyI2V: step %d iteration %d skipped: the gradient is not finite (the UNet computes in %s)",
+                        step, iteration, _dtype_name(self.compute_dtype))
+            return value, None
+
+
+def _dtype_name(dtype) -> str:
+    return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def compute_dtype(base_model) -> torch.dtype:
+    """The dtype a ComfyUI BaseModel computes in: its manual-cast dtype where weights are cast, else its weights'."""
+    return getattr(base_model, "manual_cast_dtype", None) or base_model.get_dtype()
