@@ -80,6 +80,12 @@ function executionId(node, prompt) {
   return Object.keys(prompt).find((k) => k.endsWith(`:${own}`) && prompt[k].class_type === node.type) ?? own;
 }
 
+// The values of a node's widgets that go into a prompt (not an upload button's, not an image
+// preview's: Load Image adds its preview once the picture has loaded, which changes nothing).
+function sentValues(n) {
+  return n.widgets?.filter((w) => w.serialize !== false && w.options?.serialize !== false).map((w) => w.value) ?? null;
+}
+
 // A cheap text of what feeds the node's image input, from the live graph (the node's own mode too):
 // when it is unchanged there is no need to build the prompt (graphToPrompt serialises the whole graph).
 function upstreamText(node, slot) {
@@ -90,8 +96,8 @@ function upstreamText(node, slot) {
     const n = todo.pop();
     if (!n || seen.has(n.id)) continue;
     seen.add(n.id);
-    const inner = n.subgraph?.nodes?.map((m) => [m.id, m.mode, m.widgets?.map((w) => w.value)]) ?? null;
-    parts.push([n.id, n.type, n.mode, n.widgets?.map((w) => w.value) ?? null, inner]);
+    const inner = n.subgraph?.nodes?.map((m) => [m.id, m.mode, sentValues(m)]) ?? null;
+    parts.push([n.id, n.type, n.mode, sentValues(n), inner]);
     n.inputs?.forEach((_, i) => {
       if (n.isInputConnected(i)) {
         const origin = n.getInputNode(i);
