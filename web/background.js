@@ -229,8 +229,12 @@ export class Background {
     }
     if (look !== this.looks) return; // a newer look is under way
     if (none === null && !chain) {
-      none = "not found";
-      this.missed();
+      const source = this.node.getInputNode(slot);
+      if (OFF[source?.mode]) none = `${source.title ?? source.type} is ${OFF[source.mode]}`; // bypassed, nothing to pass on
+      else {
+        none = "not found";
+        this.missed();
+      }
     }
     if (chain) this.misses = 0;
     const key = chain ? chainKey(chain) : null;

@@ -209,7 +209,7 @@ def reads_over(page, seconds):
     return len(ours)
 
 
-def test_a_bypassed_editor_or_muted_source_is_not_polled_and_comes_back(page):
+def test_a_bypassed_editor_or_muted_or_bypassed_source_is_not_polled_and_comes_back(page):
     add_graph(page, "anyi2v_canny_car.png")
     show_editor(page)
     src = wait_picture(page)
@@ -219,13 +219,19 @@ def test_a_bypassed_editor_or_muted_source_is_not_polled_and_comes_back(page):
     page.evaluate(set_mode, ["AnyI2VTrajectory", 4])  # bypassed: the editor's chain is out of the prompt
     page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('bypassed')", timeout=10000)
     assert editor_state(page, "ed.background.note") == "the picture is not updated: the editor is bypassed"
-    assert reads_over(page, 3) == 0
+    assert reads_over(page, 2) == 0
     page.evaluate(set_mode, ["AnyI2VTrajectory", 0])
     assert wait_picture(page) == src  # back, from memory
     page.evaluate(set_mode, ["LoadImage", 2])  # muted source
     page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('muted')", timeout=10000)
     assert editor_state(page, "ed.background.note") == "the picture is not updated: Load Image is muted"
-    assert reads_over(page, 3) == 0
+    assert reads_over(page, 2) == 0
+    page.evaluate(set_mode, ["LoadImage", 0])
+    assert wait_picture(page) == src
+    page.evaluate(set_mode, ["LoadImage", 4])  # a bypassed source with nothing to pass on
+    page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('Load Image is bypassed')", timeout=10000)
+    assert editor_state(page, "ed.background.note") == "the picture is not updated: Load Image is bypassed"
+    assert reads_over(page, 2) == 0
     page.evaluate(set_mode, ["LoadImage", 0])
     assert wait_picture(page) == src
     assert editor_state(page, "ed.background.stale") is False
