@@ -86,9 +86,12 @@ class Editor {
       button("Paste", "anyi2v-paste", () => this.pasteFromClipboard(), "paste a trajectory (reference JSON or KJNodes coordinates)"),
     ]);
     bar.style.cssText = "display:flex;gap:2px;flex-wrap:wrap;align-items:center";
+    // shown while the picture's chain waits for the user: it names the nodes it would run
+    this.computeButton = button("", "anyi2v-compute", () => this.background.offer?.run());
+    this.computeButton.style.cssText = `${BUTTON_CSS};display:none;background:${ACTIVE_BG};text-align:left;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:100%`;
     const frameRow = el("div", {}, [el("span", { textContent: "frame " }), this.slider]);
     frameRow.style.cssText = "display:flex;align-items:center;gap:4px;font:11px sans-serif;color:#bbb";
-    this.root = el("div", { className: "anyi2v-editor" }, [bar, this.canvas, frameRow, this.status]);
+    this.root = el("div", { className: "anyi2v-editor" }, [bar, this.computeButton, this.canvas, frameRow, this.status]);
     this.root.style.cssText = "display:flex;flex-direction:column;gap:3px;width:100%;height:100%;box-sizing:border-box";
     this.listen();
     this.resizeObserver = new ResizeObserver(() => this.draw());
@@ -430,6 +433,12 @@ class Editor {
     if (error) this.banner(ctx, `Trajectory text error: ${error}. The last valid boxes are shown; fix the text, Undo, or Clear.`, cssW, "rgba(150,20,20,0.88)", 0);
     else if (!shown.groups.length && !this.drag) this.centred(ctx, "Drag on the picture to draw a box", cssW, cssH);
     if (bg.note) this.banner(ctx, bg.note, cssW, "rgba(0,0,0,0.65)", cssH, true);
+    const offer = bg.offer ? `Compute picture: runs ${bg.offer.names}` : "";
+    if (this.computeButton.textContent !== offer) {
+      this.computeButton.textContent = offer;
+      this.computeButton.title = offer && `${offer} (once, for this image chain; nothing else of the graph)`;
+      this.computeButton.style.display = offer ? "" : "none";
+    }
     this.modeButtons.forEach((b, i) => { b.style.background = MODES[i][0] === this.mode ? ACTIVE_BG : "#333"; });
     const flash = this.flash && performance.now() < this.flash.until ? this.flash.message : null;
     this.status.style.color = error || flash ? "#ff8080" : "#bbb";

@@ -1,23 +1,33 @@
-// The condition image behind the editor's boxes, computed without running the whole graph.
+// The condition image behind the editor's boxes, computed without running the graph.
 //
-// The editor's image chain (everything its "image" input depends on) is run on its own through
-// ComfyUI's partial execution: the whole prompt from app.graphToPrompt() goes to /prompt with one
-// extra PreviewImage node on the image source and partial_execution_targets = [that node], so the
-// executor validates and runs only that node's ancestors, with its own caching (a later full run
-// reuses their outputs, and nothing else is evicted from its cache). Only chains that link nothing
-// but images, masks and plain values run by themselves; a chain with a model input (MODEL, VAE,
-// LATENT, ...) shows its picture after a run of the graph (the node's own output).
-// Results are remembered per chain (in memory, and in localStorage across page reloads) as the
-// server's temp file; a temp file gone after a server restart is computed again.
+// The editor's image chain (everything its "image" input depends on) is run on its own: only the
+// chain's nodes and one PreviewImage of its source go to /prompt (with partial_execution_targets =
+// [that preview]), so nothing else of the user's graph matters (a node type missing elsewhere, a model
+// not downloaded yet) and nothing else of it is run or asked anything (no IS_CHANGED of other nodes).
+// A later full run reuses the chain's outputs from the executor's cache. What runs by itself is
+// decided by chainPlan (web/upstream.js): a chain made only of nodes on the allowlist
+// (web/local_nodes.js: local, cheap, no side effects) is computed at once; a chain of plain values
+// with other nodes waits for the editor's "Compute picture" button, which names the nodes it runs; a
+// chain with a model input, an output node, an API node or a missing node is never run by the editor
+// and shows its picture after a run of the graph (the node's own output).
+// Results are remembered per chain (decoded, for the latest few chains, and in localStorage across
+// page reloads as the server's temp file); a temp file gone after a server restart is computed again.
+// The live graph is read cheaply every poll; the prompt (a serialisation of the whole graph) is built
+// only when something upstream changed, and a chain that cannot be found is looked for again only a
+// few times (the graph may still be loading), not at every poll.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { chainKey, imageChain, modelInput } from "./upstream.js";
+import { BoundedMap, chainKey, chainPlan, chainPrompt, imageChain, namesText } from "./upstream.js";
 
 export const nodeDefs = {}; // class_type -> definition, filled by the extension for every node type
 const CLIENT_ID = "anyi2v-editor-background"; // no browser tab has this id: the job's progress messages reach nobody
 const STORE = "AnyI2V.backgrounds";
 const STORED_MAX = 32;
-const loaded = new Map(); // chain key -> loaded HTMLImageElement (instant after ComfyUI's undo rebuilds the node)
+const LOADED_MAX = 16;
+// chain key -> decoded HTMLImageElement, the latest few (instant after ComfyUI's undo rebuilds the node)
+const loaded = new BoundedMap(LOADED_MAX);
+const RETRIES = 4; // looks for a chain that cannot be found (0.5, 1, 2, 4 s apart), then none until the graph changes
+const OFF = { 2: "muted", 4: "bypassed" }; // LiteGraph modes that leave a node out of the prompt
 
 function storedRefs() {
   try {
@@ -70,18 +80,24 @@ function executionId(node, prompt) {
   return Object.keys(prompt).find((k) => k.endsWith(`:${own}`) && prompt[k].class_type === node.type) ?? own;
 }
 
-// A cheap text of what feeds the node's image input, from the live graph: when it is unchanged there
-// is no need to build the prompt (graphToPrompt serialises the whole graph).
+// The values of a node's widgets that go into a prompt (not an upload button's, not an image
+// preview's: Load Image adds its preview once the picture has loaded, which changes nothing).
+function sentValues(n) {
+  return n.widgets?.filter((w) => w.serialize !== false && w.options?.serialize !== false).map((w) => w.value) ?? null;
+}
+
+// A cheap text of what feeds the node's image input, from the live graph (the node's own mode too):
+// when it is unchanged there is no need to build the prompt (graphToPrompt serialises the whole graph).
 function upstreamText(node, slot) {
-  const parts = [];
+  const parts = [node.mode];
   const seen = new Set();
   const todo = node.isInputConnected(slot) ? [node.getInputNode(slot)] : [];
   while (todo.length) {
     const n = todo.pop();
     if (!n || seen.has(n.id)) continue;
     seen.add(n.id);
-    const inner = n.subgraph?.nodes?.map((m) => [m.id, m.mode, m.widgets?.map((w) => w.value)]) ?? null;
-    parts.push([n.id, n.type, n.mode, n.widgets?.map((w) => w.value) ?? null, inner]);
+    const inner = n.subgraph?.nodes?.map((m) => [m.id, m.mode, sentValues(m)]) ?? null;
+    parts.push([n.id, n.type, n.mode, sentValues(n), inner]);
     n.inputs?.forEach((_, i) => {
       if (n.isInputConnected(i)) {
         const origin = n.getInputNode(i);
@@ -90,19 +106,31 @@ function upstreamText(node, slot) {
       }
     });
   }
-  try {
-    return JSON.stringify(parts);
-  } catch {
-    return String(Math.random()); // unserialisable widget values: always look again
-  }
+  // widget values that JSON cannot write (cycles, BigInt) are written as markers, never as something
+  // new each time: a text that always differed would rebuild the prompt at every poll
+  const objects = new WeakSet();
+  return JSON.stringify(parts, (_, v) => {
+    if (typeof v === "bigint") return `${v}n`;
+    if (v && typeof v === "object") {
+      if (objects.has(v)) return "[seen]";
+      objects.add(v);
+    }
+    return v;
+  });
 }
 
+// Why the node's chain is left out of the prompt on purpose (the node or its source muted or
+// bypassed), or null.
+function switchedOff(node, slot) {
+  if (OFF[node.mode]) return `the editor is ${OFF[node.mode]}`;
+  const source = node.isInputConnected(slot) ? node.getInputNode(slot) : null;
+  if (source && OFF[source.mode] === "muted") return `${source.title ?? source.type} is muted`;
+  return null;
+}
+
+// prompt: the whole graph's, for the nodes' titles in messages; only the chain is sent.
 async function queueChain(prompt, chain, target) {
-  const body = {
-    prompt: { ...prompt, [target]: { class_type: "PreviewImage", inputs: { images: chain.source } } },
-    client_id: CLIENT_ID,
-    partial_execution_targets: [target],
-  };
+  const body = { prompt: chainPrompt(chain, target), client_id: CLIENT_ID, partial_execution_targets: [target] };
   const res = await api.fetchApi("/prompt", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   const data = await res.json().catch(() => ({}));
   if (res.status !== 200) throw new Error(promptErrorText(data, prompt));
@@ -140,7 +168,8 @@ async function waitForJob(promptId, target, isCurrent) {
 }
 
 // One editor's background: image (a loaded HTMLImageElement or null), note (a sentence for the
-// canvas, or ""), stale (the image belongs to an older chain).
+// canvas, or ""), stale (the image belongs to an older chain), offer (null, or {names, run} for the
+// editor's "Compute picture" button: the nodes it would run, and running them).
 export class Background {
   constructor(node, onChange) {
     this.node = node;
@@ -148,8 +177,12 @@ export class Background {
     this.image = null;
     this.note = "";
     this.stale = false;
-    this.key = null;
+    this.offer = null;
+    this.key = null; // the current chain's key (null: no chain)
+    this.seen = null; // what the last look found (a chain's key, or why there was none)
     this.upstream = null;
+    this.misses = 0; // looks in a row that could not read the chain
+    this.retryAt = null; // when to look again although nothing upstream changed (null: never)
     this.looks = 0; // reads of the graph
     this.generation = 0; // chains looked for: an older chain's result is dropped
   }
@@ -158,9 +191,16 @@ export class Background {
     return this.node.inputs?.findIndex((i) => i.name === "image") ?? -1;
   }
 
-  set(image, note = "", stale = false) {
-    Object.assign(this, { image, note, stale });
+  set(image, note = "", stale = false, offer = null) {
+    Object.assign(this, { image, note, stale, offer });
     this.onChange();
+  }
+
+  // A look that found no chain where one may yet appear (the graph still loading, a passing error):
+  // look again a few times, further apart, then only when something upstream changes.
+  missed() {
+    this.retryAt = this.misses < RETRIES ? performance.now() + 500 * 2 ** this.misses : null;
+    this.misses++;
   }
 
   // Look at the image chain again; cheap when nothing upstream changed (call it as often as wanted).
@@ -169,44 +209,67 @@ export class Background {
     const slot = this.slot();
     if (slot < 0 || !this.node.graph) return;
     const text = upstreamText(this.node, slot);
-    if (!force && text === this.upstream) return;
+    if (force || text !== this.upstream) this.misses = 0;
+    else if (this.retryAt === null || performance.now() < this.retryAt) return;
     this.upstream = text;
+    this.retryAt = null;
     const look = ++this.looks;
-    let prompt = null, chain = null;
-    if (this.node.isInputConnected(slot)) {
+    let prompt = null, chain = null, none = "not linked";
+    if (this.node.isInputConnected(slot)) none = switchedOff(this.node, slot);
+    if (this.node.isInputConnected(slot) && !none) {
       try {
         prompt = await currentPrompt();
         chain = imageChain(prompt, executionId(this.node, prompt));
       } catch (e) {
-        if (look === this.looks) this.set(this.image, `no picture: the graph cannot be read (${e.message})`, !!this.image);
-        this.upstream = null; // look again at the next call
+        if (look !== this.looks) return; // a newer look is under way
+        this.set(this.image, `no picture: the graph cannot be read (${e.message})`, !!this.image);
+        this.missed();
         return;
       }
-      if (!chain) this.upstream = null; // the graph was still being loaded: look again at the next call
     }
     if (look !== this.looks) return; // a newer look is under way
+    if (none === null && !chain) {
+      const source = this.node.getInputNode(slot);
+      if (OFF[source?.mode]) none = `${source.title ?? source.type} is ${OFF[source.mode]}`; // bypassed, nothing to pass on
+      else {
+        none = "not found";
+        this.missed();
+      }
+    }
+    if (chain) this.misses = 0;
     const key = chain ? chainKey(chain) : null;
-    if (key === this.key) return; // the same chain: what is shown (or being computed) stays
+    const seen = key ?? `(${none})`;
+    if (seen === this.seen) return; // the same chain: what is shown (or being computed) stays
+    this.seen = seen;
     this.key = key;
     const generation = ++this.generation;
     const isCurrent = () => generation === this.generation;
-    if (!chain) return this.set(null, "");
+    if (!chain) {
+      if (none === "not linked") return this.set(null, "");
+      if (none === "not found") return this.set(this.image, "", !!this.image);
+      return this.set(this.image, `the picture is not updated: ${none}`, !!this.image);
+    }
     if (await this.showKnown(key, isCurrent)) return;
     if (!isCurrent()) return;
-    const needs = modelInput(chain, nodeDefs);
-    if (needs) {
-      const why = needs.type ? `${needs.title} takes a ${needs.type}` : `${needs.title} is not a known node`;
-      return this.set(this.image, `the picture appears after a run (${why})`, !!this.image);
-    }
-    this.set(this.image, "computing the picture…", !!this.image);
+    const plan = chainPlan(chain, nodeDefs);
+    if (plan.run === "never") return this.set(this.image, `the picture appears after a run (${plan.why})`, !!this.image);
     const target = `anyi2v_background_${executionId(this.node, prompt).replaceAll(":", "_")}`;
-    try {
-      const promptId = await queueChain(prompt, chain, target);
-      const ref = await waitForJob(promptId, target, isCurrent);
-      if (ref && isCurrent()) await this.show(key, ref, isCurrent);
-    } catch (e) {
-      if (isCurrent()) this.set(null, `no picture: ${e.message}`);
+    const compute = async () => {
+      if (!isCurrent()) return;
+      this.set(this.image, "computing the picture…", !!this.image);
+      try {
+        const promptId = await queueChain(prompt, chain, target);
+        const ref = await waitForJob(promptId, target, isCurrent);
+        if (ref && isCurrent()) await this.show(key, ref, isCurrent);
+      } catch (e) {
+        if (isCurrent()) this.set(null, `no picture: ${e.message}`);
+      }
+    };
+    if (plan.run === "ask") {
+      const note = "the editor runs these nodes only when asked: press Compute picture, or run the graph";
+      return this.set(this.image, note, !!this.image, { names: namesText(plan.nodes), run: compute });
     }
+    await compute();
   }
 
   async showKnown(key, isCurrent) {

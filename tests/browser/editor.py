@@ -33,13 +33,16 @@ def add_editor(page, width=256, height=128, frames=8):
     page.evaluate(RECORD)
 
 
-GRAPH = """([image]) => {
+GRAPH = """([image, middle]) => {
   const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
   const ed = add('AnyI2VTrajectory', [420, 40]);
   const slot = ed.inputs.findIndex(i => i.name === 'image');
   if (image) {
     const load = add('LoadImage', [40, 40]); load.widgets.find(w => w.name === 'image').value = image;
-    load.connect(0, ed, slot);
+    if (middle) {
+      const m = add(middle, [40, 400]); load.connect(0, m, m.inputs.findIndex(i => i.name === 'image'));
+      m.connect(0, ed, slot);
+    } else load.connect(0, ed, slot);
   } else {
     const latent = add('EmptyLatentImage', [40, 40]); const decode = add('VAEDecode', [40, 300]);
     latent.connect(0, decode, 0); decode.connect(0, ed, slot);
@@ -50,10 +53,11 @@ GRAPH = """([image]) => {
 }"""
 
 
-def add_graph(page, image=None):
+def add_graph(page, image=None, middle=None):
     """Load Image `image` (or, with None, Empty Latent -> VAE Decode: a model input) -> editor -> Preview Any,
-    set up by script and recorded in the undo history."""
-    page.evaluate(GRAPH, [image])
+    with node type `middle` between Load Image and the editor if given (on its input named image), set up
+    by script and recorded in the undo history."""
+    page.evaluate(GRAPH, [image, middle])
     page.wait_for_selector(".anyi2v-canvas")
     page.evaluate(RECORD)
 

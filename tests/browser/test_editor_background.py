@@ -1,6 +1,8 @@
 """The condition image behind the boxes, on both frontends: computed from the editor's own image
 chain without models and without running the graph, kept across a page reload, following the Load
-Image choice; a chain with a model says so; a run does not squeeze the editor."""
+Image choice; a chain with a node the editor does not know runs only from its button (or a run); a
+chain with a model or an API node is never run by the editor; a bypassed editor or muted source does
+not make it read the graph again and again; a run does not squeeze the editor."""
 
 import io
 import json
@@ -24,6 +26,18 @@ def count_prompts(page):
     posts = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and r.url.endswith("/prompt") else None)
     return posts
+
+
+def posted_prompts(page):
+    """The bodies of the /prompt requests the page sends from now on."""
+    bodies = []
+    page.on("request", lambda r: bodies.append(json.loads(r.post_data))
+            if r.method == "POST" and r.url.endswith("/prompt") else None)
+    return bodies
+
+
+def posted_types(body):
+    return sorted(entry["class_type"] for entry in body["prompt"].values())
 
 
 def load(page, workflow):
@@ -67,6 +81,7 @@ def test_example_1_shows_the_car_before_anything_runs_and_after_a_reload(page, s
     assert np.abs(picture(server, src).astype(int) - input_image("anyi2v_canny_car.png")).max() <= 1
     assert white_on_canvas(page) > 300
     assert len(posts) <= 1  # at most one job (none if an earlier test of this page computed the same chain)
+    assert editor_state(page, "ed.computeButton.style.display") == "none"  # Load Image, Upscale Image: allowlisted
     assert set(server.get("/history")) == history  # the job ran alone and left the user's history as it was
     jobs = len(posts)
     page.reload()
@@ -134,3 +149,89 @@ def test_a_run_keeps_the_editor_its_size_and_picture(page, server):
     assert np.abs(picture(server, editor_state(page, "ed.background.image.src")).astype(int)
                   - picture(server, src)).max() <= 1
     assert our_deprecations(page) == []
+
+
+COMPUTE = ".anyi2v-compute"
+
+
+def test_a_chain_with_a_node_the_editor_does_not_know_runs_only_from_its_button(page, server):
+    bodies = posted_prompts(page)
+    add_graph(page, "anyi2v_canny_car.png", middle="FluxKontextImageScale")  # plain types, but not on the allowlist
+    show_editor(page)
+    page.wait_for_selector(COMPUTE, state="visible", timeout=20000)
+    assert page.locator(COMPUTE).inner_text() == "Compute picture: runs Load Image, FluxKontextImageScale"
+    assert "only when asked" in editor_state(page, "ed.background.note")
+    assert bodies == [] and editor_state(page, "ed.background.image") is None  # decided, and nothing was sent
+    page.locator(COMPUTE).click()
+    src = wait_picture(page)
+    assert len(bodies) == 1 and posted_types(bodies[0]) == ["FluxKontextImageScale", "LoadImage", "PreviewImage"]
+    shown = picture(server, src)
+    assert shown.shape == (1024, 1024, 3)  # the node's Kontext size for a square image: it did run
+    small = np.asarray(Image.fromarray(shown).resize((512, 512), Image.BILINEAR)).astype(int)
+    assert np.abs(small - input_image("anyi2v_canny_car.png")).mean() < 4
+    assert page.locator(COMPUTE).is_hidden()
+
+    # another image: the button again; a normal run of the graph brings the picture without it
+    page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'LoadImage');
+      n.widgets.find(w => w.name === 'image').value = 'anyi2v_two_balls.png'; app.graph.setDirtyCanvas(true, true); }""")
+    page.wait_for_function("() => window.__node.anyi2vEditor.background.offer !== null", timeout=20000)
+    assert len(bodies) == 1
+    entry = queue_and_wait(page, server, queue="script")
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    src = wait_picture(page, src)
+    assert picture(server, src).shape == (1024, 1024, 3)
+    assert page.locator(COMPUTE).is_hidden() and len(bodies) == 2  # the run, nothing of the editor's own
+    assert our_deprecations(page) == []
+
+
+def test_an_api_node_in_the_chain_is_never_run_by_the_editor(page):
+    posts = count_prompts(page)
+    add_graph(page, "anyi2v_canny_car.png", middle="FluxProExpandNode")  # text and numbers in, an image out: a paid API
+    show_editor(page)
+    page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('after a run')", timeout=20000)
+    assert editor_state(page, "ed.background.note") == "the picture appears after a run (Flux.1 Expand Image calls a paid web API)"
+    assert page.locator(COMPUTE).is_hidden() and posts == []
+    assert editor_state(page, "ed.background.image") is None
+
+
+COUNT_READS = """() => { window.__reads = []; if (!app.__countingReads) { app.__countingReads = true;
+  const original = app.graphToPrompt.bind(app);
+  app.graphToPrompt = (...a) => { window.__reads.push(new Error().stack); return original(...a); }; } }"""
+
+
+def reads_over(page, seconds):
+    """The editor's graphToPrompt calls (serialisations of the whole graph; the frontend's own are not
+    counted) during `seconds` of doing nothing."""
+    page.evaluate("() => { window.__reads = []; }")
+    page.wait_for_timeout(seconds * 1000)  # an absence can only be seen over time: several polls (500 ms)
+    stacks = page.evaluate("() => window.__reads")
+    ours = [s for s in stacks if "/extensions/ComfyUI-AnyI2V/" in s]
+    return len(ours)
+
+
+def test_a_bypassed_editor_or_muted_or_bypassed_source_is_not_polled_and_comes_back(page):
+    add_graph(page, "anyi2v_canny_car.png")
+    show_editor(page)
+    src = wait_picture(page)
+    page.evaluate(COUNT_READS)
+    assert reads_over(page, 2) == 0  # nothing changed: the graph is not read
+    set_mode = "([type, mode]) => { app.graph._nodes.find(n => n.type === type).mode = mode; app.graph.setDirtyCanvas(true, true); }"
+    page.evaluate(set_mode, ["AnyI2VTrajectory", 4])  # bypassed: the editor's chain is out of the prompt
+    page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('bypassed')", timeout=10000)
+    assert editor_state(page, "ed.background.note") == "the picture is not updated: the editor is bypassed"
+    assert reads_over(page, 2) == 0
+    page.evaluate(set_mode, ["AnyI2VTrajectory", 0])
+    assert wait_picture(page) == src  # back, from memory
+    page.evaluate(set_mode, ["LoadImage", 2])  # muted source
+    page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('muted')", timeout=10000)
+    assert editor_state(page, "ed.background.note") == "the picture is not updated: Load Image is muted"
+    assert reads_over(page, 2) == 0
+    page.evaluate(set_mode, ["LoadImage", 0])
+    assert wait_picture(page) == src
+    page.evaluate(set_mode, ["LoadImage", 4])  # a bypassed source with nothing to pass on
+    page.wait_for_function("() => window.__node.anyi2vEditor.background.note.includes('Load Image is bypassed')", timeout=10000)
+    assert editor_state(page, "ed.background.note") == "the picture is not updated: Load Image is bypassed"
+    assert reads_over(page, 2) == 0
+    page.evaluate(set_mode, ["LoadImage", 0])
+    assert wait_picture(page) == src
+    assert editor_state(page, "ed.background.stale") is False

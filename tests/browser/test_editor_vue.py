@@ -1,10 +1,12 @@
 """The box editor with "Nodes 2.0" (the frontend's Vue node renderer) switched on: draw, resize the
-node, save and reload, run, and the picture behind the boxes, with real mouse and keyboard."""
+node, save and reload, run, the picture behind the boxes and its Compute picture button, with real
+mouse and keyboard."""
 
 import numpy as np
 import pytest
 
 from core.trajectory import Trajectory
+from tests.browser.conftest import fresh
 from tests.browser.editor import (
     add_graph,
     boxes,
@@ -65,4 +67,15 @@ def test_nodes_2_draw_resize_save_reload_run(vue_page, server):
     sent = next(n for n in entry["prompt"][2].values() if n["class_type"] == "AnyI2VTrajectory")
     assert np.allclose(Trajectory.from_reference_json(sent["inputs"]["trajectory"]).boxes(4),
                        Trajectory.from_reference_json(sent_text).boxes(4))
+    assert our_deprecations(page) == []
+
+    # a chain the editor does not run by itself: its button, pressed inside the Vue node, computes it
+    fresh(page)
+    add_graph(page, "anyi2v_two_balls.png", middle="FluxKontextImageScale")
+    button = page.locator(f"[data-node-id='{page.evaluate('() => window.__node.id')}'] .anyi2v-compute")
+    button.wait_for(state="visible", timeout=20000)
+    assert button.inner_text() == "Compute picture: runs Load Image, FluxKontextImageScale"
+    button.click()
+    page.wait_for_function("() => { const b = window.__node.anyi2vEditor.background; return !!(b.image && !b.note); }", timeout=30000)
+    assert editor_state(page, "ed.background.image.naturalWidth") == 1024 and button.is_hidden()
     assert our_deprecations(page) == []
