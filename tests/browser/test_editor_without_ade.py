@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from dev.support.examples import copy_inputs
+from dev.support.server import ComfyServer
 from tests.browser.conftest import FRONTENDS, newest_frontend_root
 from tests.browser.editor import find_node, our_deprecations
 from tests.browser.test_editor_background import (
@@ -18,8 +20,6 @@ from tests.browser.test_editor_background import (
     wait_picture,
     white_on_canvas,
 )
-from tests.support.examples import copy_inputs
-from tests.support.server import ComfyServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
 ADE_TYPES = {n["type"] for n in EXAMPLE_1["nodes"] if n["type"].startswith("ADE_")}
