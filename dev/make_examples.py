@@ -22,6 +22,16 @@ OUT = REPO / "example_workflows"
 CKPT = "v1-5-pruned-emaonly.safetensors"
 MOTION = "v3_sd15_mm.ckpt"
 NEGATIVE = "blurry, low quality, deformed, watermark, text"
+# Where the frontend's missing-models dialog downloads each model from (a loader node's properties.models):
+# the files at their official homes, in the ComfyUI models folder their loader reads.
+MODELS = {
+    CKPT: {"name": CKPT, "directory": "checkpoints",
+           "url": "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors"},
+    MOTION: {"name": MOTION, "directory": "animatediff_models",
+             "url": "https://huggingface.co/guoyww/animatediff/resolve/main/v3_sd15_mm.ckpt"},
+}
+STYLE_LORA = "your_sd15_style_lora.safetensors"
+STYLE_LORA_TITLE = "Your SD1.5 style LoRA: put its .safetensors in ComfyUI/models/loras and pick it here"
 
 
 def traj_json(groups, width=512, height=512):
@@ -85,8 +95,8 @@ def workflows():
 
     w4 = common("anyi2v_canny_car.png", "a red sports car driving on a country road, watercolor painting", CAR,
                 model_src=("lora", 0), clip_src=("lora", 1))
-    w4["lora"] = ("LoraLoader", {"model": ("ckpt", 0), "clip": ("ckpt", 1), "lora_name": "your_style_lora.safetensors",
-                                 "strength_model": 0.8, "strength_clip": 0.8})
+    w4["lora"] = ("LoraLoader", {"model": ("ckpt", 0), "clip": ("ckpt", 1), "lora_name": STYLE_LORA,
+                                 "strength_model": 0.8, "strength_clip": 0.8}, {"title": STYLE_LORA_TITLE})
 
     w5 = common("anyi2v_canny_car.png", "a red sports car driving on a country road, sunny day, best quality", CAR)
     del w5["aks"]
@@ -156,13 +166,13 @@ def to_ui(graph: dict, info: dict) -> dict:
     column = defaultdict(int)
     links, nodes = [], []
     outgoing = defaultdict(list)
-    for key, (_kind, inputs) in graph.items():
+    for key, (_kind, inputs, *_) in graph.items():
         for name, value in inputs.items():
             if isinstance(value, tuple):
                 links.append([len(links) + 1, ids[value[0]], value[1], ids[key], name, None])
     for link in links:
         outgoing[(link[1], link[2])].append(link[0])
-    for order, (key, (kind, inputs)) in enumerate(sorted(graph.items(), key=lambda kv: depth[kv[0]])):
+    for order, (key, (kind, inputs, *extra)) in enumerate(sorted(graph.items(), key=lambda kv: depth[kv[0]])):
         spec = info[kind]
         node_inputs, widgets = [], []
         for name, s in _ordered_inputs(spec):
@@ -180,9 +190,13 @@ def to_ui(graph: dict, info: dict) -> dict:
         pos = [40 + col * 460, 40 + column[col]]
         column[col] += 780 if kind == "AnyI2VTrajectory" else 260
         size = [440, 740] if kind == "AnyI2VTrajectory" else [340, 200]
-        nodes.append({"id": ids[key], "type": kind, "pos": pos, "size": size, "flags": {}, "order": order, "mode": 0,
-                      "inputs": node_inputs, "outputs": outputs, "properties": {"Node name for S&R": kind},
-                      "widgets_values": widgets})
+        properties = {"Node name for S&R": kind}
+        models = [MODELS[v] for v in widgets if isinstance(v, str) and v in MODELS]
+        if models:
+            properties["models"] = models
+        node = {"id": ids[key], "type": kind, "pos": pos, "size": size, "flags": {}, "order": order, "mode": 0,
+                "inputs": node_inputs, "outputs": outputs, "properties": properties, "widgets_values": widgets}
+        nodes.append(dict(node, **(extra[0] if extra else {})))
     for link in links:  # slot indices and types as the frontend stores them
         target = next(n for n in nodes if n["id"] == link[3])
         link[4] = next(i for i, inp in enumerate(target["inputs"]) if inp["name"] == link[4])

@@ -49,3 +49,35 @@ def test_a_long_video_in_uniform_context_windows(server):
     assert "optimising the latent before steps 0" in log, log[-2000:]
     files = [img for out in entry["outputs"].values() for img in out.get("images", []) if img.get("type") == "output"]
     assert any(f["filename"].endswith(".webp") for f in files), files
+
+
+MODEL_FILE = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+LOADER_FOLDERS = {"CheckpointLoaderSimple": "checkpoints", "ADE_LoadAnimateDiffModel": "animatediff_models",
+                  "LoraLoader": "loras"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_model_an_example_loads_can_be_fetched_or_says_what_to_put_there(path):
+    """The frontend's missing-models dialog reads a loader node's properties.models ({name, url, directory}): each
+    model file an example names is described at its official home (Hugging Face, which both tested frontends
+    download from), in the folder its loader reads; a model only the user can choose (example 4's style LoRA)
+    is named so on the node's title."""
+    import json
+
+    found = 0
+    for node in json.loads(path.read_text())["nodes"]:
+        names = [v for v in node.get("widgets_values", []) if isinstance(v, str) and v.endswith(MODEL_FILE)]
+        if not names:
+            continue
+        assert node["type"] in LOADER_FOLDERS, node["type"]
+        described = {m["name"]: m for m in node.get("properties", {}).get("models", [])}
+        for name in names:
+            found += 1
+            if name in described:
+                model = described[name]
+                assert model["directory"] == LOADER_FOLDERS[node["type"]], model
+                assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith("/" + name), model
+            else:
+                title = node.get("title", "")
+                assert f"models/{LOADER_FOLDERS[node['type']]}" in title and "pick it here" in title, (name, title)
+    assert found >= 2  # at least the checkpoint and the motion module
