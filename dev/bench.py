@@ -2,7 +2,10 @@
 
 One run prints lines of detail and, last, one line of JSON with plain_s, anyi2v_s, ratio,
 overhead_frac (AnyI2V time outside UNet forward/backward, as a fraction of anyi2v_s), inversion_s,
-peak_plain_mb, peak_anyi2v_mb, peak_lowmem_mb.
+peak_plain_mb, peak_anyi2v_mb, peak_lowmem_mb, and the optimisation in half precision against fp32 on the test
+models with a GPU's half-precision compute emulated (dev/support/half_precision.py): fp16_loss_ratio and
+bf16_loss_ratio (the loss reached, evaluated in fp32, over fp32's, at the worst optimised step), the first
+gradient's sign agreement with fp32 and the rounding control's (fp32 on the latent rounded to the half dtype).
 
 The bench UNet has the SD1.5 layout and channel multipliers (1, 2, 4, 4) at a base width that lets a
 2-core CPU finish in minutes (BENCH_CHANNELS, default 64); it runs the paper's schedule: 16 frames,
@@ -162,9 +165,18 @@ def child(variant: str, measure: str) -> dict:
     return result
 
 
+def precision() -> dict:
+    """Half precision against fp32 on the test models (dev/support/half_precision.py), at the issue's setting: 8
+    frames, 8 steps, the first 4 optimised x 5 iterations, lr 0.01."""
+    from dev.support import half_precision
+    from dev.support.comfy_run import get_host
+
+    return half_precision.compare(get_host(), frames=8, steps=8, opt_percent=0.5, iterations=5, lr=0.01)
+
+
 def main():
     if len(sys.argv) > 1:  # child: one variant, one measure
-        print(json.dumps(run(sys.argv[1], sys.argv[2])))
+        print(json.dumps(precision() if sys.argv[1] == "precision" else run(sys.argv[1], sys.argv[2])))
         return
     variants = ("plain", "anyi2v", "lowmem")
     timed = {v: child(v, "time") for v in variants}
@@ -182,6 +194,11 @@ def main():
         "peak_anyi2v_mb": round(peaks["anyi2v"], 1),
         "peak_lowmem_mb": round(peaks["lowmem"], 1),
     }
+    half = child("precision", "loss")
+    for name in ("fp16", "bf16"):
+        summary[f"{name}_loss_ratio"] = round(half[name]["loss_ratio"], 3)
+        summary[f"{name}_sign_agreement"] = round(half[name]["sign_agreement"], 3)
+        summary[f"{name}_rounding_control"] = round(half[name]["rounding_control"], 3)
     print(f"bench model: SD1.5 layout, base width {CHANNELS}, {FRAMES} frames, {LATENT}x{LATENT} latent, {STEPS} steps")
     print(json.dumps(summary))
 
