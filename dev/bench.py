@@ -144,7 +144,7 @@ def run(variant: str, measure: str) -> dict:
         out["seconds"] = time.perf_counter() - started
         out["unet_forward_s"] = store["forward"]
         if variant != "plain":
-            out["backward_s"] = sampler.fn.backward_seconds
+            out["backward_s"] = sampler.fn.result.backward_seconds
             out["losses"] = len(sampler.losses)
         if measure == "memory":
             peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_mb("VmHWM")

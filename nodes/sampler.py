@@ -2,14 +2,17 @@
 
 Before each early denoising step (sigma >= the sigma at ``opt_percent`` of the run's schedule, and always the
 first step) the latent is optimised (nodes/optimizer.py); the first step's ordinary pass is then injected too.
-Then the base sampler takes the ordinary CFG step. Single-step base samplers are driven interval by interval
-through the optimisation window; the rest of the schedule runs in one call.
+The base sampler runs once over the whole schedule, as the core sampler does (its noise and its multistep
+history are its own): the first step's latent is optimised before the sampler starts, and a later step's
+latent at the model call that evaluates it, which a dry run of the sampler with a stand-in model finds. With
+nothing moved (lr 0) the run is the core sampler's bit for bit.
 """
 
 from __future__ import annotations
 
 import logging
 
+import comfy.k_diffusion.sampling as k_sampling
 import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -19,6 +22,7 @@ import comfy.utils
 import latent_preview
 import numpy as np
 import torch
+from comfy.extra_samplers import uni_pc
 from comfy_api.latest import io, ui
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
@@ -33,11 +37,131 @@ from .types import Trajectory as TrajectoryType
 
 log = logging.getLogger("AnyI2V")
 
-BASE_SAMPLERS = ["ddim", "euler", "euler_ancestral", "heun", "dpm_2", "lcm", "dpmpp_2m", "uni_pc"]
+# ComfyUI's samplers (comfy.samplers.KSampler.SAMPLERS) that the nodes do not offer, and why.
+EXCLUDED_SAMPLERS = {
+    "dpm_fast": "it takes its own steps (a fixed grid between the schedule's first and last sigma), so the "
+                "schedule's steps that opt_percent names do not exist in its run",
+    "dpm_adaptive": "it chooses its steps by error control as it goes, so the schedule's steps that opt_percent "
+                    "names do not exist in its run",
+}
+# The rest of ComfyUI 0.3.75's list, ddim first (the default); a name the running ComfyUI lacks is left out.
+_OFFERED = ["ddim", "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+            "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu",
+            "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
+            "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis",
+            "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp",
+            "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver",
+            "sa_solver_pece", "uni_pc", "uni_pc_bh2"]
+BASE_SAMPLERS = [name for name in _OFFERED if name in comfy.samplers.KSampler.SAMPLERS]
+
+# Predictor-corrector samplers that never hand their own latent to the model after the first step: UniPC
+# evaluates a rescaled copy of its predicted latent, SA-Solver its predicted latent, and both then correct
+# their latent from the previous one. There the model's prediction at a later step of the window is taken at
+# the optimised latent, and the sampler's latent itself stays (only the first step's latent is replaced).
+_PREDICTION_ONLY = {uni_pc.sample_unipc, uni_pc.sample_unipc_bh2, k_sampling.sample_sa_solver,
+                    k_sampling.sample_sa_solver_pece}
+
+
+def replaces_latent(base) -> bool:
+    """Whether the model call that evaluates a step's latent gets the sampler's own latent (which the
+    optimised one then replaces in place), for a KSAMPLER from base_ksampler."""
+    return base.sampler_function not in _PREDICTION_ONLY
+
+
+class _DryModel:
+    """The sampler's model in a dry run: returns zeros, counts its calls and their sigmas, and shows the real
+    model's attributes (samplers read model.inner_model's model_sampling and model_patcher). The post-CFG
+    functions the sampler itself adds (the CFG++ samplers read the unconditional prediction through one) are
+    called with zeros; those of the run's model are not called."""
+
+    def __init__(self, model, model_options):
+        self.inner_model = model.inner_model
+        self.theirs = list(model_options.get("sampler_post_cfg_function", []))
+        self.sigmas: list[torch.Tensor] = []
+
+    def __call__(self, x, sigma, model_options=None, **kwargs):
+        self.sigmas.append(sigma)
+        out = torch.zeros_like(x)
+        for fn in (model_options or {}).get("sampler_post_cfg_function", []):
+            if not any(fn is f for f in self.theirs):
+                out = fn({"denoised": out, "cond": None, "uncond": None, "cond_scale": 1.0, "model": self.inner_model.inner_model,
+                          "uncond_denoised": torch.zeros_like(x), "cond_denoised": torch.zeros_like(x), "sigma": sigma,
+                          "model_options": model_options, "input": x})
+        return out
+
+
+def evaluation_calls(base, model, x, sigmas, extra_args) -> dict[int, tuple[int, float]]:
+    """{step: (index of the model call that evaluates the step's latent, its sigma)}: the last model call
+    before the sampler's callback for the step (k-diffusion samplers and UniPC call back right after
+    evaluating a step's latent, before a second-order or corrector evaluation). Found by running the sampler
+    on a one-element latent with a model that returns zeros; the global random state is put back (samplers
+    seeded by the run draw from their own generators)."""
+    dry = _DryModel(model, extra_args.get("model_options", {}))
+    found: dict[int, tuple[int, float]] = {}
+
+    def seen(d):
+        if d["i"] not in found and dry.sigmas:
+            found[d["i"]] = (len(dry.sigmas) - 1, float(dry.sigmas[-1].reshape(-1)[0]))
+
+    tiny = torch.zeros((1,) * x.ndim, dtype=x.dtype, device=x.device)
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        base.sampler_function(dry, tiny, sigmas.clone(), extra_args=dict(extra_args), callback=seen, disable=True,
+                              **base.extra_options)
+    return found
+
+
+class _OptimisingModel:
+    """The sampler's model for a run: before the model calls that evaluate the latents of the window's steps,
+    the latent is optimised; the optimised latent replaces the sampler's own in place (so the sampler's update
+    starts from it) or, for the samplers that hand the model a copy, is what the model evaluates."""
+
+    def __init__(self, model, at_calls: dict[int, tuple[int, float]], optimise, replace: bool):
+        self.model, self.inner_model = model, model.inner_model
+        self.at_calls = at_calls
+        self.optimise, self.replace = optimise, replace
+        self.calls = 0
+
+    def __getattr__(self, name):  # anything else a sampler might read from its model
+        return getattr(self.__dict__["model"], name)
+
+    def __call__(self, x, sigma, **kwargs):
+        planned = self.at_calls.get(self.calls)
+        self.calls += 1
+        if planned is not None:
+            step, dry_sigma = planned
+            now = float(sigma.reshape(-1)[0])
+            if abs(now - dry_sigma) > 1e-5 * max(1.0, abs(dry_sigma)):
+                raise RuntimeError(f"AnyI2V: the base sampler's model calls differ from its dry run (step {step}: "
+                                   f"sigma {now:.6g}, expected {dry_sigma:.6g})")
+            optimised = self.optimise(x, sigma.reshape(-1)[0], step)
+            if optimised is not x:
+                if self.replace:
+                    with torch.inference_mode(x.is_inference()):
+                        x.copy_(optimised)
+                else:
+                    x = optimised
+        return self.model(x, sigma, **kwargs)
+
+
+class RunResult:
+    """What a run leaves on its sampler: plain values and CPU tensors, never the model (a checkpoint switched
+    afterwards must be collectable)."""
+
+    def __init__(self, losses=(), backward_seconds=0.0, maps=None, boxes=None, points=None):
+        self.losses = list(losses)
+        self.backward_seconds = backward_seconds
+        self.maps, self.boxes, self.points = maps, boxes, points
+
+    @classmethod
+    def of(cls, opt: Optimizer):
+        maps = None if opt.last_maps is None else [m.float().cpu() for m in opt.last_maps]
+        return cls(opt.losses, opt.backward_seconds, maps, opt.boxes.cpu(), [p.cpu() for p in opt.points])
 
 
 def anyi2v_sample_function(base, settings: Settings, trajectory, features, progress=None):
     """A k-diffusion-style sampler function wrapping `base` (a KSAMPLER) with the optimisation."""
+    replace = replaces_latent(base)
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = dict(extra_args or {})
@@ -57,39 +181,33 @@ def anyi2v_sample_function(base, settings: Settings, trajectory, features, progr
             to[RUN_END_KEY] = min(to.get(RUN_END_KEY, state.end_sigma), float(sigmas[0]))
             extra_args["model_options"] = model_options
         run = RunProgress(len(sigmas) - 1, settings.iterations, disable, progress)
+        later = [i for i in window if i > 0]
+        calls = evaluation_calls(base, model, x, sigmas, extra_args) if later else {}
+        missing = [i for i in later if i not in calls]
+        if missing:
+            raise RuntimeError(f"AnyI2V: the base sampler never evaluated the latent of steps {missing} in its dry run")
 
-        def shifted(offset):
-            def step_done(d):
-                d = dict(d, i=d["i"] + offset)
-                run.step_done(d["i"])
-                if callback is not None:
-                    callback(d)
+        def optimise(latent, sigma, step):
+            return opt.optimize(latent, sigma, step, model_options, run.iteration_of(step))
 
-            return step_done
+        def step_done(d):
+            run.step_done(d["i"])
+            if callback is not None:
+                callback(d)
 
-        i = 0
         try:
-            while i < len(sigmas) - 1:
+            if 0 in window:
                 comfy.model_management.throw_exception_if_processing_interrupted()
-                if i in window:
-                    x = opt.optimize(x, sigmas[i], i, model_options, run.iteration_of(i))
-                    x = base.sampler_function(model, x, sigmas[i:i + 2], extra_args=extra_args, callback=shifted(i),
-                                              disable=True, **base.extra_options)
-                    i += 1
-                else:
-                    x = base.sampler_function(model, x, sigmas[i:], extra_args=extra_args, callback=shifted(i),
-                                              disable=True, **base.extra_options)
-                    break
+                x = optimise(x, sigmas[0], 0)
+            wrapped = _OptimisingModel(model, {calls[i][0]: (i, calls[i][1]) for i in later}, optimise, replace)
+            x = base.sampler_function(wrapped, x, sigmas, extra_args=extra_args, callback=step_done, disable=True,
+                                      **base.extra_options)
         finally:
             run.close()
-        sample.losses = opt.losses
-        sample.backward_seconds = opt.backward_seconds
-        sample.optimizer = opt
+        sample.result = RunResult.of(opt)
         return x
 
-    sample.losses = []
-    sample.backward_seconds = 0.0
-    sample.optimizer = None
+    sample.result = RunResult()
     sample.settings = settings
     return sample
 
@@ -152,18 +270,17 @@ class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
 
     @property
     def losses(self):
-        return self.fn.losses
+        return self.fn.result.losses
 
     def feature_view(self, image_hw: tuple[int, int], frames: int):
         """(IMAGE (F, H, B * W, 3), MASK (F, H, W)): per frame, the optimised query maps of the last iteration of
         each of the B optimised blocks, side by side, as RGB of their first three principal components; and where
         the loss looked in each frame (all groups). Black and empty when no optimisation ran."""
-        opt = self.fn.optimizer
-        if opt is None or opt.last_maps is None:
+        result = self.fn.result
+        if result.maps is None:
             return torch.zeros(frames, *image_hw, 3), torch.zeros(frames, *image_hw)
-        maps = [m.float().cpu() for m in opt.last_maps]
-        panels = [upsample(maps_rgb(m), *image_hw) for m in maps]
-        masks = loss_masks(maps, opt.boxes, opt.points, self.fn.settings.mask_mode).amax(0)
+        panels = [upsample(maps_rgb(m), *image_hw) for m in result.maps]
+        masks = loss_masks(result.maps, result.boxes, result.points, self.fn.settings.mask_mode).amax(0)
         return torch.cat(panels, dim=2), upsample(masks, *image_hw)
 
 
@@ -187,6 +304,11 @@ class _OptionsHolder:
 
     def add_wrapper_with_key(self, wrapper_type, key, fn):
         comfy.patcher_extension.add_wrapper_with_key(wrapper_type, key, fn, self.model_options, is_model_options=True)
+
+
+SAMPLER_TOOLTIP = ("The base sampler that takes the denoising steps, run once over the whole schedule as KSampler runs "
+                   "it (ComfyUI's samplers but dpm_fast and dpm_adaptive, which take their own steps). With lr 0 "
+                   "the result is the core sampler's.")
 
 
 def settings_inputs():
@@ -224,8 +346,7 @@ class AnyI2VSampler(io.ComfyNode):
                         "optimising the latent in the early steps. Use it with a MODEL from AnyI2V Inject Features.",
             inputs=[
                 TrajectoryType.Input("trajectory", tooltip="Boxes and paths from AnyI2V Trajectory."),
-                io.Combo.Input("sampler_name", options=BASE_SAMPLERS, default="ddim",
-                               tooltip="The base sampler that takes the denoising steps (single-step samplers are driven step by step in the window)."),
+                io.Combo.Input("sampler_name", options=BASE_SAMPLERS, default="ddim", tooltip=SAMPLER_TOOLTIP),
                 *settings_inputs(),
                 Features.Input("features", optional=True,
                                tooltip="Features from AnyI2V Invert Condition, when the MODEL is not already injected."),
@@ -283,7 +404,7 @@ class AnyI2VKSampler(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="The noise seed."),
                 io.Int.Input("steps", default=25, min=1, max=10000, tooltip="Denoising steps (the paper: 25)."),
                 io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale (the paper: 8)."),
-                io.Combo.Input("sampler_name", options=BASE_SAMPLERS, default="ddim", tooltip="The base sampler."),
+                io.Combo.Input("sampler_name", options=BASE_SAMPLERS, default="ddim", tooltip=SAMPLER_TOOLTIP),
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="ddim_uniform",
                                tooltip="The noise schedule (ddim_uniform gives the reference's DDIM timesteps)."),
                 io.Conditioning.Input("positive", tooltip="The prompt."),
@@ -318,12 +439,11 @@ class AnyI2VKSampler(io.ComfyNode):
             model = model.clone()
             apply_injection(model, features)
         sampling = model.get_model_object("model_sampling")
-        sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, steps).cpu()
-        if denoise < 1.0:
-            total = int(steps / denoise) if denoise > 0 else 0
-            sigmas = comfy.samplers.calculate_sigmas(sampling, scheduler, total).cpu()[-(steps + 1):] if total else sigmas[-1:]
+        # KSampler's own schedule (denoise, and the penultimate sigma it drops for dpm_2, dpm_2_ancestral, uni_pc
+        # and uni_pc_bh2)
+        sigmas = comfy.samplers.KSampler(model, steps, "cpu", sampler=sampler_name, scheduler=scheduler, denoise=denoise).sigmas
         opt_steps = len(optimised_steps(sigmas, float(sampling.percent_to_sigma(opt_percent)), iterations))
-        total_units = len(sigmas) - 1 + opt_steps * iterations  # ddim_uniform may give a step more than asked
+        total_units = max(len(sigmas) - 1, 0) + opt_steps * iterations  # ddim_uniform may give a step more than asked
         pbar = comfy.utils.ProgressBar(total_units)
         previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
         done = {"iters": 0, "steps": 0}
