@@ -10,8 +10,8 @@ import weakref
 import pytest
 import torch
 
+from dev.support.host import host_available, pack_module
 from tests.host import prompts
-from tests.support.host import host_available, pack_module
 
 pytestmark = pytest.mark.host
 
@@ -258,14 +258,9 @@ def test_a_run_keeps_no_model(host):
     import comfy.sample
     import comfy.samplers
 
-    from scripts import bench
+    from dev.support.bench_model import build_model
 
-    bench_channels = bench.CHANNELS
-    bench.CHANNELS = 32
-    try:
-        patcher, video, pos, neg, vae = bench.build()
-    finally:
-        bench.CHANNELS = bench_channels
+    patcher, video, pos, neg, vae = build_model(channels=32)
     invert, inject, sampler_mod = pack_module("nodes.invert"), pack_module("nodes.inject"), pack_module("nodes.sampler")
     traj = pack_module("core.trajectory").Trajectory.from_reference_json(
         {"bounding_box": [[16, 16, 40, 48]], "center_traj": [[[28, 32], [36, 32]]], "width": 64, "height": 64})
