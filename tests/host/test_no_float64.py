@@ -110,7 +110,9 @@ class MetaModel:
                     {b: tuple(hw) for b, hw in store["hw"].items()}, self.setup.latent_hw,
                     (self.setup.latent_hw[0] * 8, self.setup.latent_hw[1] * 8),
                     blocks.UNetLayout.from_unet(self.setup.patcher.model.diffusion_model).signature(), 3, 2)
-                (self._injected,) = inject.InjectFeatures.execute(self.setup.patcher, features, True, True, True, 4, 0.16).result
+                (self._injected,) = inject.InjectFeatures.execute(
+                    model=self.setup.patcher, features=features, inject_query=True, inject_residual=True, share_kv=True,
+                    patch_size=4, end_percent=0.16).result
         return self._injected
 
     def run_options(self, patcher):
@@ -169,8 +171,8 @@ def test_inversion(meta_models, schedule, t_alpha, stride):
 
 
 def test_injected_cfg_step(meta_models):
-    """A CFG step as the sampler calls the model, with the pack's injection (patch_adain shows as index_add on the
-    device; the plain step has none) and without."""
+    """A CFG step as the sampler calls the model, with the pack's injection and without: patch_adain shows as
+    index_add on the device (the plain step has none), the query replacement and K/V sharing as more cat ops."""
     import comfy.samplers
 
     from dev import scale
@@ -187,8 +189,9 @@ def test_injected_cfg_step(meta_models):
             out = comfy.samplers.sampling_function(patcher.model, x, timestep, conds["negative"], conds["positive"],
                                                    scale.CFG, model.run_options(patcher))
         assert out.shape == x.shape and out.device == META
-        counts[name] = guard.device_ops("index_add")
-    assert counts["plain"] == 0 and counts["injected"] > 0, counts
+        counts[name] = (guard.device_ops("index_add"), guard.device_ops("cat"))
+    assert counts["plain"][0] == 0 and counts["injected"][0] > 0, counts  # patch_adain on the residuals
+    assert counts["injected"][1] > counts["plain"][1], counts  # frame 0's query put in, its K/V shared (torch.cat)
 
 
 @pytest.mark.parametrize("low_memory", [False, True])
@@ -228,9 +231,10 @@ def test_anyi2v_ksampler(meta_models, dtype):
     cond = [[model.context(), {}]]
     with model.running() as guard:
         latent, _, view, masks = sampler.AnyI2VKSampler.execute(
-            injected, 0, 2, scale.CFG, "ddim", "ddim_uniform", cond, cond,
-            {"samples": torch.zeros(FRAMES, 4, lh, lw)}, model.setup.trajectory, 1.0, 0.24, 1, 0.01, "adamw_fresh",
-            64, "Query 1.1, Query 2.0", "semantic", False).result
+            model=injected, seed=0, steps=2, cfg=scale.CFG, sampler_name="ddim", scheduler="ddim_uniform", positive=cond,
+            negative=cond, latent_image={"samples": torch.zeros(FRAMES, 4, lh, lw)}, trajectory=model.setup.trajectory,
+            denoise=1.0, opt_percent=0.24, iterations=1, lr=0.01, update_rule="adamw_fresh", pca_dim=64,
+            query_blocks="Query 1.1, Query 2.0", mask_mode="semantic", low_memory=False).result
     assert latent["samples"].shape == (FRAMES, 4, lh, lw)
     assert view.shape[0] == FRAMES and masks.shape[0] == FRAMES
     assert guard.device_ops("convolution_backward") > 0 and guard.device_ops("index_add") > 0
