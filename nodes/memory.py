@@ -211,6 +211,10 @@ class MemoryPlan:
         return optimisation_bytes(self.unet, frames, tuple(latent_hw), max(self.blocks), self.blocks, self.pca_dim,
                                   self.element_size, checkpoint, self.context, transformer_options)
 
+    def free(self) -> int:
+        """What the device has free now (its free memory and what torch's cache holds unused)."""
+        return comfy.model_management.get_free_memory(self.device)
+
     def fits(self, need: int, free: int) -> bool:
         return need * SAFETY + comfy.model_management.extra_reserved_memory() <= free
 
@@ -222,7 +226,7 @@ class MemoryPlan:
                 self.decided[key] = self.mode == "on"
             else:
                 need = self.need(frames, latent_hw, False, transformer_options)
-                free = comfy.model_management.get_free_memory(self.device)
+                free = self.free()
                 self.decided[key] = not self.fits(need, free)
                 log.info("AnyI2V: low_memory auto: a gradient forward over %d frames needs about %.2f GB, %.2f GB free: "
                          "checkpointing %s", frames, need / 1e9, free / 1e9, "on" if self.decided[key] else "off")
@@ -242,7 +246,7 @@ class MemoryPlan:
         else:
             want = self.need(frames, hw, self.mode == "on")
         want = int(want * SAFETY) + mm.extra_reserved_memory()
-        free = mm.get_free_memory(device)
+        free = self.free()
         log.info("AnyI2V: the optimisation needs about %.2f GB over the weights for %d frames (low_memory %s); %.2f GB free",
                  want / 1e9, frames, self.mode, free / 1e9)
         if want > free and not mm.is_device_cpu(device):

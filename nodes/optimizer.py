@@ -244,7 +244,10 @@ class Optimizer:
             self.backward_seconds += time.perf_counter() - started
             return loss, grad
         except memory.OOM as error:
-            frames, hw, checkpointed_now = self.forward_size or (z.shape[0], tuple(z.shape[-2:]), False)
+            if self.forward_size is None:  # before any layer ran: as the forward over the latent would have
+                frames, hw = z.shape[0], tuple(z.shape[-2:])
+                self.forward_size = (frames, hw, self.memory.checkpoint(frames, hw, self.transformer_options))
+            frames, hw, checkpointed_now = self.forward_size
             raise self.memory.out_of_memory(error, frames, hw, checkpointed_now) from error
 
     def optimize(self, x, sigma, step, model_options, progress):

@@ -101,8 +101,7 @@ def gradient(opt, first, values, z, scale: float, sigma, model_options):
             comfy.model_management.throw_exception_if_processing_interrupted()
             sink = WindowSink(opt.blocks, call, frames, first.kv_before[call], opt.saving)
             queries = opt.queries(z * scale, sigma, model_options, sink)
-            index = torch.tensor(rows, device=z.device)
-            owned = {b: q.index_select(0, index.to(q.device)) for b, q in queries.items()}
+            owned = {b: q.index_select(0, torch.tensor(rows, device=q.device)) for b, q in queries.items()}
             del queries
             maps = query_maps(owned, grids, opt.grid_hw, settings.pca_dim, pcas)
             owned_frames = [frames[i] for i in rows]
