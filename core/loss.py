@@ -129,33 +129,82 @@ def first_frame(layers: list[torch.Tensor], boxes: torch.Tensor, points, mask_mo
     return cells0, region0, vecs, m1
 
 
-def group_terms(layers: list[torch.Tensor], boxes, points, mask_mode: str = "semantic", group: int = 0):
-    """Yield the Term of each frame j >= 1 whose box has cells on the grid, for one group."""
-    b = torch.as_tensor(boxes, dtype=torch.float64)
-    n_frames = layers[0].shape[0]
-    h, w = layers[0].shape[-2:]
-    cells0, region0, vecs, m1 = first_frame(layers, b, points, mask_mode, group)
-    dtype, device = layers[0].dtype, layers[0].device
+@dataclass
+class Target:
+    """One group's frame-0 quantities, all without gradient: the first box's cells, the salient points' vectors per
+    layer, the first box's on-grid cells (1, h0, w0), the first-frame masks (L, h0, w0) or None, and frame 0's
+    crop of the first box per layer (M_l, h0, w0)."""
+
+    group: int
+    cells0: Region
+    vecs: list[torch.Tensor]
+    inside0: torch.Tensor
+    first_masks: torch.Tensor | None
+    crops: list[torch.Tensor]
+
+
+def group_target(frame0: list[torch.Tensor], boxes: torch.Tensor, points, mask_mode: str, group: int) -> Target:
+    """A group's Target from frame 0's maps of each layer (M_l, H, W); boxes (G, F, 4) in grid units, float64."""
+    layers = [f[None] for f in frame0]
+    cells0, region0, vecs, m1 = first_frame(layers, boxes, points, mask_mode, group)
+    dtype, device = frame0[0].dtype, frame0[0].device
     rows0, cols0 = region0.within(cells0)
     inside0 = torch.zeros(1, *cells0.size, dtype=dtype, device=device)
     inside0[:, rows0, cols0] = 1.0
+    first_masks = None
     if m1 is not None:
-        first_masks = torch.zeros(len(layers), *cells0.size, dtype=dtype, device=device)
+        first_masks = torch.zeros(len(frame0), *cells0.size, dtype=dtype, device=device)
         first_masks[:, rows0, cols0] = m1.to(dtype)
-    targets = [full_crop(layer[0].detach(), cells0) for layer in layers]
-    for j in range(1, n_frames):
-        cells = box_cells(b[group, j])
-        region = cells.clip(h, w)
-        if region.empty:
-            continue
-        rows, cols = region.within(cells)
-        weights = resize(inside0, cells.size, "nearest-exact")[:, rows, cols].expand(len(layers), -1, -1)
-        if m1 is not None:
-            weights = weights * resize(first_masks, cells.size, "bilinear")[:, rows, cols]
-        if mask_mode == "semantic":
-            weights = weights * layer_masks([region.crop(layer[j].detach()) for layer in layers], vecs).to(dtype)
-        diffs = [region.crop(layer[j]) - resize(t, cells.size, "bicubic")[:, rows, cols] for layer, t in zip(layers, targets, strict=True)]
-        yield Term(j, region, weights, diffs)
+    crops = [full_crop(f.detach(), cells0) for f in frame0]
+    return Target(group, cells0, vecs, inside0, first_masks, crops)
+
+
+def frame_term(target: Target, maps: list[torch.Tensor], j: int, boxes: torch.Tensor, mask_mode: str) -> Term | None:
+    """Frame j's Term of one group from that frame's maps of each layer (M_l, H, W); None when its box is entirely
+    off the grid."""
+    h, w = maps[0].shape[-2:]
+    cells = box_cells(boxes[target.group, j])
+    region = cells.clip(h, w)
+    if region.empty:
+        return None
+    rows, cols = region.within(cells)
+    weights = resize(target.inside0, cells.size, "nearest-exact")[:, rows, cols].expand(len(maps), -1, -1)
+    if target.first_masks is not None:
+        weights = weights * resize(target.first_masks, cells.size, "bilinear")[:, rows, cols]
+    if mask_mode == "semantic":
+        weights = weights * layer_masks([region.crop(m.detach()) for m in maps], target.vecs).to(maps[0].dtype)
+    diffs = [region.crop(m) - resize(t, cells.size, "bicubic")[:, rows, cols] for m, t in zip(maps, target.crops, strict=True)]
+    return Term(j, region, weights, diffs)
+
+
+def group_terms(layers: list[torch.Tensor], boxes, points, mask_mode: str = "semantic", group: int = 0):
+    """Yield the Term of each frame j >= 1 whose box has cells on the grid, for one group."""
+    b = torch.as_tensor(boxes, dtype=torch.float64)
+    target = group_target([layer[0] for layer in layers], b, points, mask_mode, group)
+    for j in range(1, layers[0].shape[0]):
+        term = frame_term(target, [layer[j] for layer in layers], j, b, mask_mode)
+        if term is not None:
+            yield term
+
+
+def frame_sums(layers: list[torch.Tensor], frames, targets: list[Target], boxes, mask_mode: str = "semantic"):
+    """(sum of the terms, sum of the mask weights) of the given video frames: layers[l] holds their maps
+    (len(frames), M_l, H, W) in that order; frame 0 has no term. ``alignment_loss`` is the first over the
+    second, for all frames; summed over any split of the frames, both give the same."""
+    b = torch.as_tensor(boxes, dtype=torch.float64)
+    total = layers[0].new_zeros(())
+    count = layers[0].new_zeros(())
+    for target in targets:
+        for row, j in enumerate(frames):
+            if j == 0:
+                continue
+            term = frame_term(target, [layer[row] for layer in layers], j, b, mask_mode)
+            if term is None:
+                continue
+            for weight, diff in zip(term.weights, term.diffs, strict=True):
+                total = total + (weight.square() * diff.square().mean(0)).sum()
+            count = count + term.weights.sum()
+    return total, count
 
 
 def check_inputs(layers, boxes, points, mask_mode: str) -> torch.Tensor:
@@ -180,11 +229,6 @@ def alignment_loss(layers: list[torch.Tensor], boxes, points, mask_mode: str = "
     (x, y) grid points (may be empty). Zero, with no gradient, when no mask has any weight.
     """
     b = check_inputs(layers, boxes, points, mask_mode)
-    total = layers[0].new_zeros(())
-    count = layers[0].new_zeros(())
-    for g in range(b.shape[0]):
-        for term in group_terms(layers, b, points[g], mask_mode, g):
-            for weight, diff in zip(term.weights, term.diffs, strict=True):
-                total = total + (weight.square() * diff.square().mean(0)).sum()
-            count = count + term.weights.sum()
+    targets = [group_target([layer[0] for layer in layers], b, points[g], mask_mode, g) for g in range(b.shape[0])]
+    total, count = frame_sums(layers, range(layers[0].shape[0]), targets, b, mask_mode)
     return total / count.clamp_min(1e-8)

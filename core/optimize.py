@@ -29,10 +29,15 @@ def latent_scale(sigma) -> float:
     return math.sqrt(1.0 + float(sigma) ** 2)
 
 
+def fit_pcas(queries: dict[int, torch.Tensor], n_components: int = 64) -> dict[int, PCA]:
+    """Each block's PCA, fit without gradient over all frames and tokens of its queries (F, h*w, C)."""
+    return {block: PCA.fit(q.reshape(-1, q.shape[-1]), n_components) for block, q in queries.items()}
+
+
 def query_maps(queries: dict[int, torch.Tensor], grids: dict[int, tuple[int, int]], out_hw: tuple[int, int],
-               n_components: int = 64) -> list[torch.Tensor]:
+               n_components: int = 64, pcas: dict[int, PCA] | None = None) -> list[torch.Tensor]:
     """queries {block: (F, h*w, C)} -> per block in ascending order, (F, M, H/4, W/4) PCA-reduced maps,
-    differentiable."""
+    differentiable. ``pcas``: each block's PCA fit elsewhere (over more frames); by default fit on `queries`."""
     maps = []
     for block in sorted(queries):
         q = queries[block]
@@ -40,7 +45,7 @@ def query_maps(queries: dict[int, torch.Tensor], grids: dict[int, tuple[int, int
         h, w = grids[block]
         if h * w != tokens:
             raise ValueError(f"queries: block {block} has {tokens} tokens, not {h}x{w}")
-        pca = PCA.fit(q.reshape(-1, c), n_components)
+        pca = pcas[block] if pcas is not None else PCA.fit(q.reshape(-1, c), n_components)
         reduced = pca.transform(q).reshape(f, h, w, -1).permute(0, 3, 1, 2)
         maps.append(F.interpolate(reduced, size=out_hw, mode="bicubic", align_corners=False))
     return maps

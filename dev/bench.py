@@ -123,7 +123,7 @@ def run(variant: str, measure: str) -> dict:
         if variant == "plain":
             sampler = comfy.samplers.sampler_object("ddim")
         else:
-            settings = sampler_mod.Settings(low_memory=variant == "lowmem")
+            settings = sampler_mod.Settings(low_memory="on" if variant == "lowmem" else "off")
             sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
         cuda = torch.cuda.is_available()
         if cuda:

@@ -74,7 +74,8 @@ def common(image, prompt, trajectory, model_src=("ckpt", 0), clip_src=("ckpt", 1
         "lat": ("EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 16}),
         "aks": ("AnyI2VKSampler", {"model": ("inj", 0), "seed": seed, "steps": 25, "cfg": 8.0, "sampler_name": "ddim",
                                    "scheduler": "ddim_uniform", "positive": ("pos", 0), "negative": ("neg", 0),
-                                   "latent_image": ("lat", 0), "trajectory": ("traj", 0)}),
+                                   "latent_image": ("lat", 0), "trajectory": ("traj", 0),
+                                   "low_memory": "auto"}),  # checkpointing only where the card needs it
         "dec": ("VAEDecode", {"samples": ("aks", 0), "vae": ("ckpt", 2)}),
         "save": ("SaveAnimatedWEBP", {"images": ("dec", 0), "filename_prefix": "AnyI2V/video", "fps": 8.0}),
         "draw": ("AnyI2VDrawTrajectory", {"images": ("dec", 0), "trajectory": ("traj", 0)}),
@@ -101,7 +102,7 @@ def workflows():
     w5 = common("anyi2v_canny_car.png", "a red sports car driving on a country road, sunny day, best quality", CAR)
     del w5["aks"]
     w5.update({
-        "sampler": ("AnyI2VSampler", {"trajectory": ("traj", 0), "sampler_name": "ddim"}),
+        "sampler": ("AnyI2VSampler", {"trajectory": ("traj", 0), "sampler_name": "ddim", "low_memory": "auto"}),
         "noise": ("RandomNoise", {"noise_seed": 8}),
         "guider": ("CFGGuider", {"model": ("inj", 0), "positive": ("pos", 0), "negative": ("neg", 0), "cfg": 8.0}),
         "sched": ("BasicScheduler", {"model": ("inj", 0), "scheduler": "ddim_uniform", "steps": 25, "denoise": 1.0}),

@@ -10,10 +10,17 @@ the pack's real code:
 - a CFG step: comfy.samplers.sampling_function (calc_cond_batch, apply_model, the UNet), cond and
   uncond batched as ComfyUI batches them when the GPU has room; the injected steps with the pack's
   injection (apply_injection: attn1 replacement, residual hooks, K/V sharing);
-- an optimisation iteration: Optimizer.gradient_mode() (weight aliases, checkpointing with
-  low_memory) around Optimizer.queries() (the cond-only forward that StopForward cuts after the last
-  optimised query), the loss (Optimizer.loss on CPU tensors of the queries' shapes: PCA, masks, Eq. 8,
-  with real values since 2-means needs them), and the backward of both;
+- an optimisation iteration: Optimizer.loss_and_gradient() in Optimizer.gradient_mode() (weight aliases; the
+  cond-only forward that StopForward cuts after the last optimised query, its layers checkpointed as
+  low_memory says; the loss: PCA, masks, Eq. 8; the backward to the latent), with each recorded query
+  swapped for CPU values of its shape through an autograd bridge whose gradient flows back into the meta
+  graph (2-means and the PCA need values), and the update;
+- a long video: 64 frames in AnimateDiff-Evolved's static context windows (16 frames, overlap 4) through
+  the ADE stand-in's sampling function and sliding CALC_COND_BATCH wrapper: an injected CFG step and an
+  optimisation iteration (a pass without gradient, then one forward and backward per window);
+- the automatic low_memory choice: the pack's MemoryPlan with 8, 12 and 24 GiB free, and its estimate
+  (nodes/memory.py) against the measured peaks (default, low_memory, per window), within 15 % or the
+  script fails;
 - an inversion call: apply_model with nodes.invert.image_only_options (motion modules passed through).
 Attention is what ComfyUI uses on an NVIDIA GPU (attention_pytorch: SDPA, here the flash kernel,
 whose meta implementation has FLOP formulas and saves what the CUDA kernel saves), selected through
@@ -23,7 +30,8 @@ Where meta tensors need a hand (nothing else is changed): schedule look-ups that
 (percent_to_sigma) are answered by a CPU copy of the same schedule; ComfyUI's free-memory query
 answers the GPU budget minus the weights for the meta device; the finite-value check of patch_adain
 (which reads values) checks shapes only; the injected CFG steps set the sampler's ``anyi2v_force``
-(the state's sigma test reads a value).
+(the state's sigma test reads a value). The MODEL's wrappers are merged into each pass's options as
+ComfyUI's prepare_model_patcher merges them for a sampling run.
 
 FLOPs: torch.utils.flop_counter (matmuls, convolutions, attention; forward and backward). Memory:
 dev/support/tensor_meter.py (live tensor bytes and their peak, bytes saved for backward), over the
@@ -107,9 +115,12 @@ class Setup:
 
     def options(self, model, **extra):
         import comfy.model_patcher
+        import comfy.patcher_extension
 
         options = comfy.model_patcher.create_model_options_clone(model.model_options)
         to = options.setdefault("transformer_options", {})
+        # the MODEL's wrappers, as ComfyUI's prepare_model_patcher merges them for a sampling run
+        comfy.patcher_extension.merge_nested_dicts(to.setdefault("wrappers", {}), model.wrappers, copy_dict1=False)
         if self.attention_override is not None:
             to["optimized_attention_override"] = self.attention_override
         to.update(extra)
@@ -315,9 +326,10 @@ class Pass:
     peak: int = 0  # bytes of live tensors over the weights, at the pass's peak
     saved: int = 0  # bytes autograd saved for backward in the UNet forward (weights left out)
     held: int = 0  # bytes alive when the gradient forward has returned (what its graph holds)
+    checkpointed: bool = False  # the optimisation's gradient forwards checkpointed their layers
 
 
-def measure(setup, run) -> Pass:
+def measure(setup, run, flops=True) -> Pass:
     """Run a pass twice: once counting FLOPs, once metering bytes (FlopCounterMode's module tracker
     keeps autograd nodes in reference cycles until Python's gc runs, which would inflate the bytes)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -326,9 +338,10 @@ def measure(setup, run) -> Pass:
 
     result = Pass()
     with gpu_free_memory(setup), shape_checked_adain():
-        with FlopCounterMode(display=False) as flops:
-            run(None, Pass())
-        result.flops = flops.get_total_flops()
+        if flops:
+            with FlopCounterMode(display=False) as counter:
+                run(None, Pass())
+            result.flops = counter.get_total_flops()
         meter = LiveBytes(known=setup.weights)
         with meter:
             run(meter, result)
@@ -336,29 +349,74 @@ def measure(setup, run) -> Pass:
     return result
 
 
-def cfg_step(setup, injected: bool) -> Pass:
-    """One CFG denoising step (cond + uncond), as the sampler calls the model."""
+def cfg_step(setup, injected: bool, frames: int = FRAMES, windows=None, flops=True) -> Pass:
+    """One CFG denoising step (cond + uncond), as the sampler calls the model (in `windows`: ADE's way)."""
     import comfy.samplers
     import torch
 
-    model = setup.injected if injected else setup.patcher
-    options = setup.options(model, **({"anyi2v_force": True} if injected else {}))
     lh, lw = setup.latent_hw
 
     def run(meter, result):
-        with torch.inference_mode():
-            x = torch.zeros(FRAMES, 4, lh, lw, device=META)
-            sigma = torch.ones(FRAMES, device=META)
+        with windowed_sampling(setup, frames, windows, injected) as options, torch.inference_mode():
+            if injected:
+                options["transformer_options"]["anyi2v_force"] = True
+            x = torch.zeros(frames, 4, lh, lw, device=META)
+            sigma = torch.ones(frames, device=META)
             conds = setup.guider.conds
             comfy.samplers.sampling_function(setup.patcher.model, x, sigma, conds["negative"], conds["positive"], CFG, options)
 
-    return measure(setup, run)
+    return measure(setup, run, flops)
 
 
-def optimisation_iteration(setup, low_memory: bool) -> Pass:
-    """One iteration of Optimizer.optimize: the gradient forward (Optimizer.queries in
-    Optimizer.gradient_mode), the loss (Optimizer.loss, on CPU values of the queries' shapes), the
-    backward of the loss and of the UNet to the latent, and the update."""
+def _values():
+    """An autograd bridge from a meta tensor to CPU values of its shape (seeded), whose gradient flows back into
+    the meta graph: the loss reads values (2-means, the PCA's eigenvectors), meta tensors have none."""
+    import torch
+
+    class Values(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, seed):
+            ctx.like = (q.dtype, q.device)
+            return torch.randn(q.shape, generator=torch.Generator().manual_seed(seed)).to(q.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            dtype, device = ctx.like
+            return grad.to(device=device, dtype=dtype), None
+
+    return Values
+
+
+@contextlib.contextmanager
+def query_values():
+    """Every query the optimisation's sinks record (nodes/optimizer.py QuerySink, nodes/window_grad.py WindowSink)
+    becomes CPU values through the bridge; the rest of the pack's code runs as it is."""
+    from dev.support.host import pack_module
+
+    values = _values()
+    sinks = [pack_module("nodes.optimizer").QuerySink, pack_module("nodes.window_grad").WindowSink]
+    originals = [sink.record for sink in sinks]
+
+    def bridged(original):
+        def record(self, block, q, frames=None):
+            return original(self, block, values.apply(q, block) if q.device.type == META else q, frames)
+
+        return record
+
+    try:
+        for sink, original in zip(sinks, originals, strict=True):
+            sink.record = bridged(original)
+        yield
+    finally:
+        for sink, original in zip(sinks, originals, strict=True):
+            sink.record = original
+
+
+def optimisation_iteration(setup, low_memory: str, frames: int = FRAMES, windows=None, flops=True) -> Pass:
+    """One iteration of Optimizer.optimize: Optimizer.gradient (the gradient forward through Optimizer.queries in
+    Optimizer.gradient_mode, the loss on CPU values of the queries' shapes, the backward to the latent; in context
+    windows `windows` (a ContextOptions of the ADE stand-in) the pass without gradient and one forward and
+    backward per window) and the update."""
     import torch
 
     from dev.support.host import pack_module
@@ -368,36 +426,63 @@ def optimisation_iteration(setup, low_memory: bool) -> Pass:
     make_update = pack_module("core.optimize").make_update
     lh, lw = setup.latent_hw
     settings = optimizer.Settings(low_memory=low_memory)
-    opt = optimizer.Optimizer(setup.guider, settings, setup.trajectory, setup.state, (FRAMES, 4, lh, lw))
-    options = setup.options(setup.injected)
+    opt = optimizer.Optimizer(setup.guider, settings, setup.trajectory, setup.state, (frames, 4, lh, lw))
     update = make_update(settings.update_rule, settings.lr)
     with torch.inference_mode():
-        x = torch.zeros(FRAMES, 4, lh, lw, device=META)
+        x = torch.zeros(frames, 4, lh, lw, device=META)
         sigma = torch.ones((), device=META)
 
     def run(meter, result):
-        generator = torch.Generator().manual_seed(0)
-        with opt.gradient_mode():
-            z = x.detach().clone().requires_grad_(True)
+        queries = opt.queries
+
+        def metered(*args, **kwargs):  # bytes saved for backward by each gradient forward, and held after it
             saved = SavedBytes(known=setup.weights)
             with saved:
-                queries = opt.queries(z, sigma, options)
-            result.saved, result.held = saved.bytes, meter.now if meter is not None else 0
-            values = {b: torch.randn(q.shape, generator=generator).to(q.dtype).requires_grad_(True) for b, q in queries.items()}
-            opt.queries = lambda *args, _values=values, **kwargs: _values  # the loss reads these instead of running the UNet again
-            try:
-                loss = opt.loss(z, sigma, options)
-            finally:
-                del opt.queries
-            blocks = sorted(values)
-            upstream = torch.autograd.grad(loss, [values[b] for b in blocks])
-            outputs = [queries[b] for b in blocks]
-            del queries, values, loss
-            (grad,) = torch.autograd.grad(outputs, z, [g.to(o.device) for o, g in zip(outputs, upstream, strict=True)])
-            del outputs, upstream
-            update(z.detach(), grad.detach())
+                out = queries(*args, **kwargs)
+            if torch.is_grad_enabled() and saved.bytes:
+                result.saved = max(result.saved, saved.bytes)
+                result.held = max(result.held, meter.now if meter is not None else 0)
+            return out
 
-    return measure(setup, run)
+        opt.queries = metered
+        try:
+            with windowed_sampling(setup, frames, windows) as options, opt.gradient_mode(), query_values():
+                z = x.detach().clone().requires_grad_(True)
+                loss, grad = opt.loss_and_gradient(z, 1.0, sigma, options)
+                del loss
+                update(z.detach(), grad.detach())
+        finally:
+            del opt.queries
+
+    result = measure(setup, run, flops)
+    result.checkpointed = opt.forward_size[2]
+    return result
+
+
+@contextlib.contextmanager
+def windowed_sampling(setup, frames, windows, injected=True):
+    """The model options of a sampling step; with `windows`, inside AnimateDiff-Evolved's sampling contract as the
+    ADE stand-in reproduces it (its sampling function in place of ComfyUI's, its sliding CALC_COND_BATCH wrapper,
+    ad_params with each window's sub_idxs, which the motion module reads)."""
+    import comfy.patcher_extension
+    import comfy.samplers
+
+    model = setup.injected if injected else setup.patcher
+    if windows is None:
+        yield setup.options(model)
+        return
+    from dev.standin_ade import sampling
+
+    state = sampling.GlobalState([], windows, frames)
+    options = setup.options(model, ADGS=state)
+    comfy.patcher_extension.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, "ADE",
+                                                 sampling.sliding_calc_cond_batch, options, is_model_options=True)
+    original = comfy.samplers.sampling_function
+    comfy.samplers.sampling_function = sampling.evolved_sampling_function
+    try:
+        yield options
+    finally:
+        comfy.samplers.sampling_function = original
 
 
 def inversion_pass(setup) -> Pass:
@@ -429,8 +514,8 @@ def measure_model(setup, log=print) -> dict:
     injected, optimised, iterations, inversion_calls = schedule_counts(setup)
     passes = {}
     for name, run in (("cfg", lambda: cfg_step(setup, False)), ("cfg_injected", lambda: cfg_step(setup, True)),
-                      ("optimise", lambda: optimisation_iteration(setup, False)),
-                      ("optimise_lowmem", lambda: optimisation_iteration(setup, True)),
+                      ("optimise", lambda: optimisation_iteration(setup, "off")),
+                      ("optimise_lowmem", lambda: optimisation_iteration(setup, "on")),
                       ("inversion", lambda: inversion_pass(setup))):
         passes[name] = run()
         p = passes[name]
@@ -470,6 +555,66 @@ def crosscheck(log=print) -> list[dict]:
         rows.append({"variant": variant, "estimate_mb": round(mb, 1), "bench_rss_mb": round(rss, 1),
                      "bench_tensors_mb": round(tensors, 1), "vs_rss": round(mb / rss - 1, 3),
                      "vs_tensors": round(mb / tensors - 1, 3)})
+    return rows
+
+
+WINDOW_FRAMES, WINDOW_LENGTH, WINDOW_OVERLAP = 64, 16, 4
+AUTO_FREE_GB = (8, 12, 24)  # free device memory for the automatic choice
+ESTIMATE_TOLERANCE = 0.15
+
+
+def memory_plan(setup, mode="auto"):
+    """The pack's MemoryPlan for the setup's injected MODEL with the default query blocks."""
+    from dev.support.host import pack_module
+
+    memory, blocks = pack_module("nodes.memory"), pack_module("core.blocks")
+    settings = pack_module("nodes.optimizer").Settings()
+    unet = setup.injected.model.diffusion_model
+    return memory.MemoryPlan(mode, setup.injected, blocks.UNetLayout.from_unet(unet).resolve(settings.query_blocks, "attn"),
+                             settings.pca_dim)
+
+
+def auto_choices(setup, peaks, log=print) -> dict:
+    """low_memory auto, decided by the pack's MemoryPlan with `gb` GiB free: {gb: (checkpointing, peak bytes)}."""
+    options = {"optimized_attention_override": setup.attention_override}
+    out = {}
+    for gb in AUTO_FREE_GB:
+        plan = memory_plan(setup)
+        plan.free = lambda gb=gb: gb * GIB
+        checkpoint = plan.checkpoint(FRAMES, setup.latent_hw, options)
+        out[gb] = (checkpoint, peaks["lowmem" if checkpoint else "default"])
+        log(f"  low_memory auto with {gb} GiB free: checkpointing {'on' if checkpoint else 'off'}, peak "
+            f"{(setup.weight_bytes + out[gb][1]) / GIB:.2f} GiB with the weights")
+    return out
+
+
+def long_video(setup, log=print) -> dict:
+    """64 frames in ADE's static windows of 16 with overlap 4 (the stand-in's sampling contract), default settings
+    with low_memory off: an injected CFG step and an optimisation iteration (per window)."""
+    from dev.standin_ade.context import STATIC, ContextOptions, static_windows
+
+    windows = ContextOptions(STATIC, WINDOW_LENGTH, WINDOW_OVERLAP)
+    count = len(static_windows(WINDOW_FRAMES, WINDOW_LENGTH, WINDOW_OVERLAP))
+    cfg = cfg_step(setup, True, WINDOW_FRAMES, windows, flops=False)
+    opt = optimisation_iteration(setup, "off", WINDOW_FRAMES, windows, flops=False)
+    for name, p in (("cfg_injected", cfg), ("optimise", opt)):
+        log(f"  {WINDOW_FRAMES} frames in {count} windows: {name:13s} peak {p.peak / GIB:7.3f} GiB  saved for backward "
+            f"{p.saved / GIB:6.3f} GiB (per window)")
+    return {"windows": count, "cfg": cfg, "optimise": opt, "peak": max(cfg.peak, opt.peak)}
+
+
+def estimate_check(setup, full, long, log=print) -> list[dict]:
+    """nodes/memory.py's estimate of an optimisation iteration against what this script measured."""
+    options = {"optimized_attention_override": setup.attention_override}
+    plan = memory_plan(setup)
+    rows = []
+    for name, checkpoint, measured in (("default", False, full["passes"]["optimise"].peak),
+                                       ("low_memory", True, full["passes"]["optimise_lowmem"].peak),
+                                       (f"windows{WINDOW_FRAMES}", False, long["optimise"].peak)):
+        estimate = plan.need(WINDOW_LENGTH if name.startswith("windows") else FRAMES, setup.latent_hw, checkpoint, options)
+        rows.append({"variant": name, "estimate_gb": estimate / GIB, "measured_gb": measured / GIB,
+                     "dev": round(estimate / measured - 1, 3)})
+        log(f"  estimate {name:10s} {estimate / GIB:6.2f} GiB, measured {measured / GIB:6.2f} GiB ({estimate / measured - 1:+.1%})")
     return rows
 
 
@@ -514,6 +659,18 @@ def main():
         "default_saved_gb": round(full["passes"]["optimise"].saved / GIB, 2),
         "lowmem_saved_gb": round(full["passes"]["optimise_lowmem"].saved / GIB, 2),
     }
+    print("the automatic low_memory choice:", flush=True)
+    choices = auto_choices(setup, peaks, lambda line: print(line, flush=True))
+    long = long_video(setup, lambda line: print(line, flush=True))
+    print("nodes/memory.py's estimate of an optimisation iteration (over the weights):", flush=True)
+    estimates = estimate_check(setup, full, long, lambda line: print(line, flush=True))
+    summary.update({
+        "auto_peak_gb_8gb": round(weights_gib + choices[8][1] / GIB, 2),
+        "auto_peak_gb_24gb": round(weights_gib + choices[24][1] / GIB, 2),
+        "windows64_peak_gb": round(weights_gib + long["peak"] / GIB, 2),
+        "windows64_saved_gb": round(long["optimise"].saved / GIB, 2),
+        "estimate_max_dev": max(abs(r["dev"]) for r in estimates),
+    })
     if os.environ.get("SCALE_CROSSCHECK", "1") != "0":
         rows = crosscheck(lambda line: print(line, flush=True))
         for row in rows:
@@ -523,6 +680,9 @@ def main():
         summary["crosscheck_max_dev"] = max(abs(r["vs_tensors"]) for r in rows)
         summary["crosscheck_max_dev_rss"] = max(abs(r["vs_rss"]) for r in rows)
     print(json.dumps(summary), flush=True)
+    if summary["estimate_max_dev"] > ESTIMATE_TOLERANCE:
+        raise SystemExit(f"scale: nodes/memory.py's estimate is {summary['estimate_max_dev']:.0%} off the measured peak "
+                         f"(tolerance {ESTIMATE_TOLERANCE:.0%})")
     if summary.get("crosscheck_max_dev", 0) > CROSSCHECK_TOLERANCE:
         raise SystemExit(f"scale: the estimate is {summary['crosscheck_max_dev']:.0%} off the bench's measured tensor "
                          f"peak (tolerance {CROSSCHECK_TOLERANCE:.0%})")

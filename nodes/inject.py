@@ -16,10 +16,14 @@ Contract with the AnyI2V sampler (nodes/sampler.py):
 - ``apply_injection(clone, features, ...)`` installs everything on an already cloned ModelPatcher;
   the attn1 replace covers the query blocks AND the optimisation blocks (one replace per key);
 - per call, ``transformer_options["anyi2v_force"]`` makes injection act whatever the sigma, and
-  ``transformer_options["anyi2v_sink"]`` (``.blocks``, ``.record(block, q, frames)``, ``.stop_after``)
-  receives the conditional chunk's queries of all frames after frame 0's replacement (``frames``: the
-  video frames of a context window, or None); after the ``stop_after`` block ``StopForward`` is raised to
-  cut the forward short, or, in context windows, the rest of that window runs without a graph.
+  ``transformer_options["anyi2v_sink"]`` (nodes/optimizer.py QuerySink, nodes/window_grad.py) receives the
+  conditional chunk's queries of all frames after frame 0's replacement (``.blocks``, ``.record(block, q,
+  frames)``; ``frames``: the video frames of a context window, or None); after the ``stop_after`` block the
+  exception ``.stop(frames)`` gives is raised: ``StopForward`` ends the forward (and any windows still to run),
+  ``WindowDone`` ends this context window's model call. The DIFFUSION_MODEL wrapper hands every model call to
+  the sink (``.model_call(frames, kv, run, x)``): the sink chooses the grad mode and checkpointing, skips a
+  window (zeros) or runs it, catches ``WindowDone``, and sets frame 0's kept K/V (``FrameZeroKV.snapshot``,
+  ``.restore``) so that a window can be run again exactly as before.
 
 Context windows (AnimateDiff-Evolved's ``ad_params["sub_idxs"]``, core ComfyUI's ``context_window``): the
 injection acts on video frame 0 wherever it sits in a window; windows without it get frame 0's K/V kept
@@ -43,6 +47,7 @@ from comfy_api.latest import io
 from ..core.blocks import DEFAULT_OPT_BLOCKS, UNetLayout
 from ..core.debias import patch_adain
 from ..core.features import ConditionFeatures
+from . import memory
 from .invert import require_sd15_layout, residual_module
 from .types import CATEGORY, Features
 
@@ -53,6 +58,10 @@ RUN_END_KEY = "anyi2v_end_sigma"  # the sampling run's cut-off sigma: injection 
 
 class StopForward(Exception):
     """Raised inside the UNet once the sampler has every query it needs."""
+
+
+class WindowDone(Exception):
+    """Raised inside the UNet once a context window's queries are recorded; its model call returns zeros."""
 
 
 class FrameZeroKV:
@@ -72,6 +81,13 @@ class FrameZeroKV:
 
             ref = weakref.ref(run, forget)
         self._store[block] = (ref, [k.detach() for k in ks], [v.detach() for v in vs])
+
+    def snapshot(self) -> dict:
+        """What is kept now (for ``restore``: the same K/V, not copies)."""
+        return dict(self._store)
+
+    def restore(self, snapshot: dict):
+        self._store = dict(snapshot)
 
     def get(self, block, run):
         entry = self._store.get(block)
@@ -165,11 +181,7 @@ def make_attn1(state: InjectionState):
             s, n = rows[0]
             sink.record(block, q[s:s + n], frames)
             if sink.stop_after == block:
-                if frames is None:
-                    raise StopForward()
-                # in context windows the other windows must still run: the rest of this one runs without
-                # building a graph (the DIFFUSION_MODEL wrapper restores the grad mode after the call)
-                torch.set_grad_enabled(False)
+                raise sink.stop(frames)
         # with the call's options, so that an attention chosen through "optimized_attention_override" applies here too
         return optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
                                    transformer_options=extra_options)
@@ -214,17 +226,25 @@ def make_residual_wrapper(state: InjectionState):
                 new = torch.cat([new[:s + zero], mixed, new[s + zero + 1:]])
             return new
 
-        grad_mode = torch.is_grad_enabled()
-        try:
-            if state.inject_residual:
-                for b in state.res_blocks:
-                    handles.append(residual_module(unet, b).register_forward_hook(
-                        lambda m, i, o, b=b: hook(m, i, o, b)))
-            return executor(*args, **kwargs)
-        finally:
-            torch.set_grad_enabled(grad_mode)
-            for h in handles:
-                h.remove()
+        def run():
+            try:
+                if state.inject_residual:
+                    for b in state.res_blocks:
+                        handles.append(residual_module(unet, b).register_forward_hook(
+                            lambda m, i, o, b=b: hook(m, i, o, b)))
+                return executor(*args, **kwargs)
+            finally:
+                for h in handles:
+                    h.remove()
+                handles.clear()
+
+        sink = options.get("anyi2v_sink")
+        if sink is None:
+            return run()
+        x = args[0] if args else kwargs["x"]
+        rows = cond_rows(options, x.shape[0])
+        frames = window_frames(options, rows[0][1]) if rows else None
+        return sink.model_call(frames, state.frame_zero_kv, run, x)
 
     return wrapper
 
@@ -274,6 +294,7 @@ def apply_injection(model, features: ConditionFeatures, *, query_blocks=None, re
     model.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, WRAPPER_KEY, make_residual_wrapper(state))
     model.remove_wrappers_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY)
     model.add_wrapper_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY, make_run_window(state))
+    memory.install(model)
     return state
 
 

@@ -21,8 +21,9 @@ from ..core.blocks import UNetLayout
 from ..core.loss import MASK_MODES, alignment_loss
 from ..core.optimize import COMPRESS, UPDATE_RULES, latent_scale, make_update, query_maps
 from ..core.trajectory import on_grid
+from . import memory, window_grad
 from .grad import checkpointed, trainable_weights, truncated_modules
-from .inject import StopForward, token_grid
+from .inject import StopForward, WindowDone, token_grid
 
 log = logging.getLogger("AnyI2V")
 
@@ -36,14 +37,32 @@ def optimised_steps(sigmas, end_sigma: float, iterations: int) -> list[int]:
 
 
 class QuerySink:
-    """Receives the conditional queries of the optimised blocks during one gradient forward."""
+    """Receives the conditional queries of the optimised blocks during one gradient forward.
 
-    def __init__(self, blocks):
+    The injection hands it every model call (``model_call``) and every optimised block's queries (``record``).
+    Without context windows the call runs with checkpointing as ``saving`` decides, builds one graph, and
+    StopForward ends it after the last optimised block. In context windows each window's call runs without a
+    graph and ends there (WindowDone): the sink keeps the values of every frame's queries (a frame in several
+    windows: the first window's), each window's frames and frame 0's kept K/V as the window found them: the
+    first pass of the per-window gradient (nodes/window_grad.py). With ``graph_in_windows`` the windows keep their
+    graphs instead, all alive until one backward (the earlier behaviour, the reference the tests measure the
+    per-window gradient against)."""
+
+    def __init__(self, blocks, saving=None, graph_in_windows=False):
         self.blocks = set(blocks)
         self.stop_after = max(blocks)
+        self.saving = saving or (lambda x: contextlib.nullcontext())
+        self.graph_in_windows = graph_in_windows
         self.queries: dict[int, torch.Tensor] = {}
         self._frames: dict[int, dict[int, torch.Tensor]] = {}
+        self.windows: list[list[int]] = []  # the video frames of each windowed model call, in order
+        self.kv_before: list[dict] = []  # frame 0's kept K/V as each windowed call found them
+        self.owner: dict[int, int] = {}  # video frame -> the windowed call whose queries count for it
         self.closed = False
+
+    @property
+    def windowed(self) -> bool:
+        return bool(self.windows)
 
     def take(self) -> dict[int, torch.Tensor]:
         """The recorded queries; the sink then records nothing more and holds no tensor. (Checkpointed layers
@@ -52,6 +71,23 @@ class QuerySink:
         queries, self.queries, self._frames, self.closed = self.queries, {}, {}, True
         return queries
 
+    def model_call(self, frames, kv, run, x):
+        """One model call: `frames` the video frames of its context window (None: all); `kv` frame 0's kept K/V."""
+        if frames is None:
+            with self.saving(x):
+                return run()
+        self.windows.append(list(frames))
+        self.kv_before.append(kv.snapshot())
+        with torch.enable_grad() if self.graph_in_windows else torch.no_grad():
+            try:
+                return run()
+            except WindowDone:
+                return torch.zeros_like(x)
+
+    def stop(self, frames):
+        """The exception that ends the forward after the last optimised block."""
+        return StopForward() if frames is None else WindowDone()
+
     def record(self, block, q, frames=None):
         """q: (frames, tokens, C) of one call; `frames` the video frames of a context window (None: all)."""
         if self.closed:  # a checkpointed layer recomputed in backward: its queries were taken in the forward
@@ -59,9 +95,14 @@ class QuerySink:
         if frames is None:
             self.queries[block] = q
             return
+        call = len(self.windows) - 1
+        if call < 0:
+            raise RuntimeError("AnyI2V: a context window's model call did not pass the injection's wrapper")
         rows = self._frames.setdefault(block, {})
         for i, f in enumerate(frames):
-            rows.setdefault(f, q[i])  # a frame in several windows: the first window's
+            if f not in rows:  # a frame in several windows: the first window's
+                rows[f] = q[i] if self.graph_in_windows else q[i].detach()
+                self.owner.setdefault(f, call)
 
     def assemble(self, frames: int):
         """After a forward in context windows: every block's queries of all `frames` video frames in order."""
@@ -74,7 +115,7 @@ class QuerySink:
 
 class Settings:
     def __init__(self, opt_percent=0.24, iterations=5, lr=0.01, update_rule="adamw_fresh", pca_dim=64,
-                 query_blocks="Query 1.1, Query 2.0", mask_mode="semantic", low_memory=False):
+                 query_blocks="Query 1.1, Query 2.0", mask_mode="semantic", low_memory="auto"):
         if not 0.0 <= opt_percent <= 1.0:
             raise ValueError(f"opt_percent: must be within 0..1, got {opt_percent}")
         if update_rule not in UPDATE_RULES:
@@ -85,7 +126,7 @@ class Settings:
             raise ValueError("iterations, pca_dim and lr must be >= 0, >= 1 and a finite number >= 0")
         self.opt_percent, self.iterations, self.lr = opt_percent, int(iterations), float(lr)
         self.update_rule, self.pca_dim, self.query_blocks = update_rule, int(pca_dim), query_blocks
-        self.mask_mode, self.low_memory = mask_mode, bool(low_memory)
+        self.mask_mode, self.low_memory = mask_mode, memory.memory_mode(low_memory)
 
 
 class Optimizer:
@@ -121,12 +162,21 @@ class Optimizer:
         self.last_maps: list[torch.Tensor] | None = None
         self.compute_dtype = compute_dtype(guider.model_patcher.model)
         self.loss_scale = 2.0**16 if self.compute_dtype == torch.float16 else 1.0  # fp16's range is narrow; bf16's is fp32's
+        self.modules = truncated_modules(unet, max(self.blocks))
+        plan = guider.model_options.get("transformer_options", {}).get(memory.PLAN_KEY)  # the run's, from its wrapper
+        if plan is None or plan.mode != settings.low_memory or plan.blocks != sorted(self.blocks):
+            plan = memory.MemoryPlan(settings.low_memory, guider.model_patcher, self.blocks, settings.pca_dim)
+        self.memory = plan
+        self.transformer_options: dict = {}
+        self.forward_size: tuple | None = None  # (frames, latent hw, checkpointed) of the latest gradient forward
 
     def steps(self, sigmas) -> list[int]:
         return optimised_steps(sigmas, self.end_sigma, self.settings.iterations)
 
-    def queries(self, x, sigma, model_options) -> dict[int, torch.Tensor]:
-        sink = QuerySink(self.blocks)
+    def queries(self, x, sigma, model_options, sink=None) -> dict[int, torch.Tensor]:
+        """One forward of the conditional branch through the sampler's entry point, cut after the last optimised
+        query; the optimised blocks' queries of all frames (``sink``: a QuerySink by default)."""
+        sink = sink if sink is not None else QuerySink(self.blocks, self.saving)
         options = comfy.model_patcher.create_model_options_clone(model_options)
         to = options.setdefault("transformer_options", {})
         to["anyi2v_force"] = True
@@ -152,20 +202,58 @@ class Optimizer:
                 for b, q in queries.items()}
 
     def loss(self, x, sigma, model_options):
-        queries = self.queries(x, sigma, model_options)
-        maps = query_maps(queries, self.grids(queries, x.shape[-2:]), self.grid_hw, self.settings.pca_dim)
+        return self.loss_of(self.queries(x, sigma, model_options), x.shape[-2:])
+
+    def loss_of(self, queries, latent_hw):
+        maps = query_maps(queries, self.grids(queries, latent_hw), self.grid_hw, self.settings.pca_dim)
         self.last_maps = [m.detach() for m in maps]  # for the feature view: each block's maps of the latest iteration
         return alignment_loss(maps, self.boxes, self.points, self.settings.mask_mode)
 
+    def saving(self, x):
+        """Checkpointing of the truncated UNet's layers for a gradient forward of x (a model call's input), as
+        low_memory says (auto: when the estimate does not fit the free memory); nothing without gradient."""
+        if not torch.is_grad_enabled():
+            return contextlib.nullcontext()
+        frames, hw = x.shape[0], tuple(x.shape[-2:])
+        checkpoint = self.memory.checkpoint(frames, hw, self.transformer_options)
+        self.forward_size = (frames, hw, checkpoint)
+        return checkpointed(self.modules[:-1]) if checkpoint else contextlib.nullcontext()
+
     @contextlib.contextmanager
     def gradient_mode(self):
-        """Where the gradient forwards run: autograd on, the weights of the truncated UNet aliased as normal
-        tensors, and with low_memory every layer before the stop block checkpointed (its activations
-        recomputed in backward). dev/scale.py measures the optimisation inside this context too."""
-        modules = truncated_modules(self.unet, max(self.blocks))
-        saving = checkpointed(modules[:-1]) if self.settings.low_memory else contextlib.nullcontext()
-        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(modules), saving:
+        """Where the gradient forwards run: autograd on and the weights of the truncated UNet aliased as normal
+        tensors (each forward checkpoints its layers or not: ``saving``). dev/scale.py measures the
+        optimisation inside this context too."""
+        with torch.inference_mode(False), torch.enable_grad(), trainable_weights(self.modules):
             yield
+
+    def loss_and_gradient(self, z, scale: float, sigma, model_options, loss_scale: float = 1.0, graph_in_windows=False):
+        """(alignment loss, its gradient on z) at z, the latent in z_t units (requires grad; inside gradient_mode).
+        The backward runs on the loss times ``loss_scale``, divided out again in fp32.
+
+        One gradient forward and backward; in context windows a pass without gradient over all windows, then one
+        forward and backward per window (nodes/window_grad.py), so the peak does not grow with the number of
+        windows. ``graph_in_windows``: all windows' graphs at once and one backward (the earlier way, for tests)."""
+        self.transformer_options = model_options.get("transformer_options", {})
+        sink = QuerySink(self.blocks, self.saving, graph_in_windows)
+        try:
+            queries = self.queries(z * scale, sigma, model_options, sink)
+            if sink.windowed and not graph_in_windows:
+                return window_grad.gradient(self, sink, queries, z, scale, sigma, model_options, loss_scale)
+            loss = self.loss_of(queries, z.shape[-2:])
+            del queries
+            started = time.perf_counter()
+            (grad,) = torch.autograd.grad(loss * loss_scale if loss_scale != 1.0 else loss, z, allow_unused=True)
+            self.backward_seconds += time.perf_counter() - started
+            if grad is not None and loss_scale != 1.0:
+                grad = grad.float() / loss_scale
+            return loss, grad
+        except memory.OOM as error:
+            if self.forward_size is None:  # before any layer ran: as the forward over the latent would have
+                frames, hw = z.shape[0], tuple(z.shape[-2:])
+                self.forward_size = (frames, hw, self.memory.checkpoint(frames, hw, self.transformer_options))
+            frames, hw, checkpointed_now = self.forward_size
+            raise self.memory.out_of_memory(error, frames, hw, checkpointed_now) from error
 
     def optimize(self, x, sigma, step, model_options, progress):
         """Run the iterations of one denoising step; returns the optimised latent (same dtype/device).
@@ -199,20 +287,17 @@ class Optimizer:
         loss or gradient that stays non-finite gives None: that iteration takes no step, and the log says so."""
         while True:
             z = z.detach().requires_grad_(True)
-            loss = self.loss(z * scale, sigma, model_options)
+            loss, grad = self.loss_and_gradient(z, scale, sigma, model_options, self.loss_scale)
             value = float(loss.detach())
             if not math.isfinite(value):
                 log.warning("AnyI2V: step %d iteration %d skipped: the alignment loss is %s (the UNet computes in %s)",
                             step, iteration, value, _dtype_name(self.compute_dtype))
                 return value, None
-            started = time.perf_counter()
-            (grad,) = torch.autograd.grad(loss * self.loss_scale if self.loss_scale != 1.0 else loss, z, allow_unused=True)
-            self.backward_seconds += time.perf_counter() - started
             if grad is None:
                 return value, None
             grad = grad.detach().float()
             if bool(torch.isfinite(grad).all()):
-                return value, (grad / self.loss_scale if self.loss_scale != 1.0 else grad)
+                return value, grad
             if self.loss_scale > 1.0:
                 self.loss_scale /= 2.0
                 log.info("AnyI2V: step %d iteration %d: the gradient overflowed %s; loss scale now %g",

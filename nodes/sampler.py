@@ -31,6 +31,7 @@ from ..core.loss import MASK_MODES
 from ..core.optimize import UPDATE_RULES
 from ..core.view import loss_masks, maps_rgb, upsample
 from .inject import RUN_END_KEY, apply_injection, injection_state, state_from_options
+from .memory import MODES, memory_mode
 from .optimizer import Optimizer, Settings, optimised_steps
 from .types import CATEGORY, Features
 from .types import Trajectory as TrajectoryType
@@ -256,6 +257,7 @@ class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
     def __init__(self, base, settings, trajectory, features=None, progress=None):
         self.base = base
         self.fn = anyi2v_sample_function(base, settings, trajectory, features, progress)
+        self.anyi2v_settings = settings  # read by the injection's memory wrapper before sampling (nodes/memory.py)
         super().__init__(self.fn, {}, getattr(base, "inpaint_options", {}))
         self.features = features
 
@@ -328,11 +330,22 @@ def settings_inputs():
         io.Combo.Input("mask_mode", options=list(MASK_MODES), default="semantic",
                        tooltip="semantic: adaptive masks from the salient points (Sec. 3.4), one per optimised block; static: the "
                                 "first frame's masks only; off: whole boxes."),
-        io.Boolean.Input("low_memory", default=False,
-                         tooltip="Checkpoint every UNet layer of the optimisation forwards (activations recomputed in "
-                                 "backward). SD1.5 + AnimateDiff v3 at 512x512, 16 frames, fp16: a peak of about 4.2 GB "
-                                 "instead of 12.6 GB, weights included (make scale), for about a third more time."),
+        io.Combo.Input("low_memory", options=list(MODES), default="auto",
+                       tooltip="Checkpointing of the UNet's layers in the optimisation's gradient forwards (activations "
+                               "recomputed in backward): SD1.5 + AnimateDiff v3 at 512x512, 16 frames, fp16 peaks at about "
+                               "4.2 GB instead of 12.6 GB, weights included (make scale), for about a third more time. "
+                               "auto: on when the estimate does not fit the GPU's free memory, off when it does; on; off. "
+                               "(true/false in older workflows read as on/auto.)"),
     ]
+
+
+def validate_low_memory(low_memory) -> bool | str:
+    """low_memory is a combo now; workflows and API prompts saved when it was a boolean still validate."""
+    try:
+        memory_mode(low_memory)
+    except ValueError as error:
+        return str(error)
+    return True
 
 
 class AnyI2VSampler(io.ComfyNode):
@@ -353,6 +366,10 @@ class AnyI2VSampler(io.ComfyNode):
             ],
             outputs=[io.Sampler.Output(display_name="sampler")],
         )
+
+    @classmethod
+    def validate_inputs(cls, low_memory):
+        return validate_low_memory(low_memory)
 
     @classmethod
     def execute(cls, trajectory, sampler_name, opt_percent, iterations, lr, update_rule, pca_dim, query_blocks,
@@ -426,6 +443,10 @@ class AnyI2VKSampler(io.ComfyNode):
                                tooltip="Per frame, where the alignment loss looked (every group's semantic mask in its box)."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, low_memory):
+        return validate_low_memory(low_memory)
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, trajectory,

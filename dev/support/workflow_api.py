@@ -3,7 +3,8 @@ prompt (what /prompt takes), using the server's /object_info for the widget orde
 
 This is what the frontend's graphToPrompt does for plain graphs; tests check it against the real
 frontend on every example workflow. Unsupported on purpose (clear error instead): bypassed nodes,
-frontend-only Reroute/PrimitiveNode nodes and subgraphs. Notes are skipped, muted nodes dropped.
+frontend-only Reroute/PrimitiveNode nodes and subgraphs. Notes are skipped, muted nodes dropped. A boolean
+low_memory (workflows saved before it became a choice) becomes the choice the pack's frontend extension shows.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SKIPPED_TYPES = {"Note", "MarkdownNote"}
 UNSUPPORTED_TYPES = {"Reroute", "PrimitiveNode"}
 MODE_MUTED, MODE_BYPASS = 2, 4
+LEGACY_LOW_MEMORY = {True: "on", False: "auto"}  # what web/low_memory.js shows a boolean low_memory as
+LOW_MEMORY_NODES = {"AnyI2VKSampler", "AnyI2VSampler"}
 
 
 class WorkflowError(ValueError):
@@ -76,5 +79,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                 i += 1 + _extra_widget_values(spec)
             if name in linked:
                 inputs[name] = linked[name]
+        if kind in LOW_MEMORY_NODES and isinstance(inputs.get("low_memory"), bool):
+            inputs["low_memory"] = LEGACY_LOW_MEMORY[inputs["low_memory"]]
         prompt[str(node["id"])] = {"class_type": kind, "inputs": inputs, "_meta": {"title": node.get("title") or info.get("display_name", kind)}}
     return prompt

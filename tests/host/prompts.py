@@ -53,7 +53,7 @@ TRAJ = ('{"bounding_box": [[16, 20, 44, 44]], "target_box": [[0, 0, 28, 24]], '
         '"center_traj": [[[30, 32], [38, 32], [46, 32]]], "query_point": [[[24, 30]]], "width": 64, "height": 64}')
 
 SETTINGS = {"opt_percent": 0.5, "iterations": 3, "lr": 0.05, "update_rule": "adamw_fresh", "pca_dim": 16,
-            "query_blocks": "Query 1.1, Query 2.0", "mask_mode": "semantic", "low_memory": False}
+            "query_blocks": "Query 1.1, Query 2.0", "mask_mode": "semantic", "low_memory": "off"}
 
 
 def trajectory(p, frames=4, text=TRAJ):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.loss import alignment_loss, box_cells
+from core.loss import alignment_loss, box_cells, frame_sums, group_target
 
 A = -0.75  # the bicubic convolution constant of PyTorch (and OpenCV)
 
@@ -161,6 +161,30 @@ def test_frame_zero_is_the_target_only_and_gets_no_gradient():
         assert t.grad[0].abs().sum() == 0 and t.grad[1:].abs().sum() > 0
     single = [t.detach()[:1] for t in layers_fixture()]
     assert float(alignment_loss(single, torch.tensor([[BOXES[0][0]]], dtype=torch.float64), [POINTS[0]])) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["semantic", "static", "off"])
+def test_split_frames_sum_to_the_loss_and_its_gradient(mode):
+    """What the per-window gradient relies on (nodes/window_grad.py): frame 0's targets from its maps alone,
+    the frames split into windows (overlapping frames counted in one), the sums of terms and of mask weights
+    added up give the loss over all frames, and the sum of the parts' gradients its gradient."""
+    layers = [t.requires_grad_(True) for t in layers_fixture()]
+    boxes = torch.tensor(BOXES, dtype=torch.float64)
+    whole = alignment_loss(layers, boxes, POINTS, mode)
+    whole_grads = torch.autograd.grad(whole, layers)
+    targets = [group_target([t[0].detach() for t in layers], boxes, POINTS[g], mode, g) for g in range(len(POINTS))]
+    n = layers[0].shape[0]
+    parts = [list(range(0, 2)), list(range(2, n))]  # windows [0, 1, 2] and [1 .. n-1]: frame 1 counted in the first
+    total = count = 0.0
+    grads = [torch.zeros_like(t) for t in layers]
+    for frames in parts:
+        part, weight = frame_sums([t[frames] for t in layers], frames, targets, boxes, mode)
+        for acc, g in zip(grads, torch.autograd.grad(part, layers, allow_unused=True), strict=True):
+            acc += 0 if g is None else g
+        total, count = total + part.detach(), count + weight
+    assert float(total / count) == pytest.approx(float(whole.detach()), rel=1e-12)
+    for got, want in zip(grads, whole_grads, strict=True):
+        assert torch.allclose(got / count, want, rtol=1e-10, atol=1e-14)
 
 
 def test_a_first_box_partly_off_the_grid_gives_no_target_beyond_it():
