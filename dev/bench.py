@@ -124,7 +124,7 @@ def run(variant: str, measure: str) -> dict:
             sampler = comfy.samplers.sampler_object("ddim")
         else:
             settings = sampler_mod.Settings(low_memory="on" if variant == "lowmem" else "off")
-            sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
+            sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), settings, traj)
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.synchronize()

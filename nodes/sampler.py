@@ -251,8 +251,9 @@ def base_ksampler(name: str):
     return comfy.samplers.sampler_object(name)
 
 
-class AnyI2VSAMPLER(comfy.samplers.KSAMPLER):
-    """A KSAMPLER whose function is the optimising wrapper (keeps noise scaling and inpainting of KSAMPLER)."""
+class TrajectorySampler(comfy.samplers.KSAMPLER):
+    """The SAMPLER AnyI2V Sampler outputs (and AnyI2V KSampler runs): a KSAMPLER around a base sampler whose function
+    optimises the latent along the trajectory in the early steps (keeps noise scaling and inpainting of KSAMPLER)."""
 
     def __init__(self, base, settings, trajectory, features=None, progress=None):
         self.base = base
@@ -375,7 +376,7 @@ class AnyI2VSampler(io.ComfyNode):
     def execute(cls, trajectory, sampler_name, opt_percent, iterations, lr, update_rule, pca_dim, query_blocks,
                 mask_mode, low_memory, features=None) -> io.NodeOutput:
         settings = Settings(opt_percent, iterations, lr, update_rule, pca_dim, query_blocks, mask_mode, low_memory)
-        return io.NodeOutput(AnyI2VSAMPLER(base_ksampler(sampler_name), settings, trajectory, features))
+        return io.NodeOutput(TrajectorySampler(base_ksampler(sampler_name), settings, trajectory, features))
 
 
 def loss_title(losses) -> str:
@@ -478,7 +479,7 @@ class AnyI2VKSampler(io.ComfyNode):
             preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
             pbar.update_absolute(min(total_units, done["steps"] + done["iters"]), total_units, preview)
 
-        sampler = AnyI2VSAMPLER(base_ksampler(sampler_name), settings, trajectory, None, progress=tick)
+        sampler = TrajectorySampler(base_ksampler(sampler_name), settings, trajectory, None, progress=tick)
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
                                              noise_mask=latent_image.get("noise_mask"), callback=callback,

@@ -154,7 +154,7 @@ def _sample(parts, model, dtype, settings, frames, steps, seed):
 
     sampler_mod = pack_module("nodes.sampler")
     trajectory = pack_module("core.trajectory").Trajectory.from_reference_json(json.loads(json.dumps(TRAJECTORY)))
-    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**settings), trajectory)
+    sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**settings), trajectory)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps)
     latent = torch.zeros(frames, 4, 8, 8)
     with computing_in(dtype), torch.inference_mode():

@@ -135,7 +135,7 @@ def test_windowed_optimisation_lowers_the_loss_within_a_step(host):
     p = windowed()
     model, traj, pos, neg = (out[0] for out in host.node_outputs(p, ["inj", "traj", "pos", "neg"]))
     settings = sampler_mod.Settings(**dict(prompts.SETTINGS, iterations=5, lr=0.05))
-    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
+    sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), settings, traj)
     latent = torch.zeros(32, 4, 8, 8)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
     with torch.inference_mode():
@@ -182,7 +182,7 @@ def gradients_in_windows(host, monkeypatch, frames, schedule="static", at_step=0
     p = windowed(frames=frames, schedule=schedule)
     model, traj, pos, neg = (out[0] for out in host.node_outputs(p, ["inj", "traj", "pos", "neg"]))
     settings = sampler_mod.Settings(**dict(prompts.SETTINGS, iterations=1))
-    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
+    sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), settings, traj)
     latent = torch.zeros(frames, 4, 8, 8)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
     with torch.inference_mode(), pytest.raises(Probed):

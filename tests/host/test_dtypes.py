@@ -108,7 +108,7 @@ def test_anyi2v_with_unet_weights_in(host, parts, monkeypatch, weight_dtype):
 
     def sample(lr):
         settings = sampler_mod.Settings(**dict(prompts.SETTINGS, lr=lr))  # the optimisation in the first 2 of 4 steps
-        sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj)
+        sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), settings, traj)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)
         with torch.inference_mode():
             out = comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 3), 4.0, sampler, sigmas,

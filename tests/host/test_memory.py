@@ -63,7 +63,7 @@ def sample(host, monkeypatch, free, measure=False, **settings):
     p = prompts.full(frames=8)
     model, traj, pos, neg = (out[0] for out in host.node_outputs(p, ["inj", "traj", "pos", "neg"]))
     values = dict(prompts.SETTINGS, iterations=2, low_memory="auto", **settings)
-    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj)
+    sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj)
     latent = torch.zeros(8, 4, 8, 8)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 3)
     with torch.inference_mode():

@@ -26,7 +26,7 @@ def run_sampler(host, p, progress=None, model=None, steps=4, scheduler="normal",
     model = model or found[0][0]
     traj, pos, neg = (out[0] for out in found[1:])
     values = dict(prompts.SETTINGS, **settings)
-    sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj,
+    sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), sampler_mod.Settings(**values), traj,
                                         progress=progress)
     latent = torch.zeros(4, 4, 8, 8)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps)
@@ -186,7 +186,7 @@ def test_iterations_free_their_graphs(host, monkeypatch, low_memory):
         model = video.clone()
         inject.apply_injection(model, features)
         settings = sampler_mod.Settings(**dict(prompts.SETTINGS, iterations=5, low_memory=low_memory))
-        sampler = sampler_mod.AnyI2VSAMPLER(sampler_mod.base_ksampler("ddim"), settings, traj, progress=probe)
+        sampler = sampler_mod.TrajectorySampler(sampler_mod.base_ksampler("ddim"), settings, traj, progress=probe)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", 4)[:2]
         comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 3), 4.0, sampler, sigmas, pos, neg, latent, seed=3)
     assert len(counts) == 5 and counts[-1] <= counts[1], counts
