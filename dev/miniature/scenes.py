@@ -191,9 +191,9 @@ def object_layers(obj: SceneObject, frame, size: int, device=None) -> tuple[torc
     alpha = (0.5 - sdf).clamp(0, 1)
     t = shape_texture(obj.kind, u, v, half, sdf)
     h = HUES[obj.colour]
-    light = hsv_to_rgb(h, 0.75, 0.97).to(x.device)
-    dark = hsv_to_rgb(h, 0.9, 0.55).to(x.device)
-    colour = dark[:, None, None] + (light - dark)[:, None, None] * t[:, None]
+    light = hsv_to_rgb(h, 0.75, 0.97).numpy()  # float32, as Python numbers: no copy to the device
+    dark = hsv_to_rgb(h, 0.9, 0.55).numpy()
+    colour = torch.stack([float(dark[c]) + float(light[c] - dark[c]) * t for c in range(3)], 1)
     return (alpha[0], colour[0]) if single else (alpha, colour)
 
 
