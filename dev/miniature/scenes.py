@@ -14,12 +14,16 @@ magnitude of the rendered frame), a depth-like map (a receding floor or a horizo
 shaped by their class) and silhouettes. Everything is deterministic given a seed.
 
 Images are float tensors (3, H, W) in 0..1 unless said otherwise; boxes are (x1, y1, x2, y2) pixels.
+
+Scenes are described at SIZE (256 px). ``Scene.scaled(k)`` is the same scene at k times the resolution (every
+pixel quantity multiplied by k), which the 512 px miniature trains and is evaluated on; rendering takes a
+``device`` (the 512 px training renders its data on the GPU), objects are rendered for all frames at once.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -76,6 +80,14 @@ class Scene:
         """(objects, frames, 4) pixel boxes."""
         return np.stack([o.boxes() for o in self.objects])
 
+    def scaled(self, k: float) -> Scene:
+        """The same scene at k times the resolution: image size, object centres and sizes, background periods."""
+        if k == 1:
+            return self
+        objects = [replace(o, centres=o.centres * k, sizes=o.sizes * k) for o in self.objects]
+        return replace(self, background=replace(self.background, period=self.background.period * k),
+                       objects=objects, size=int(round(self.size * k)))
+
 
 # ---------------------------------------------------------------------------------------------------- colour
 
@@ -109,66 +121,88 @@ def hue(rgb: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------- shapes
 
 
-def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    c = torch.arange(size, dtype=torch.float32) + 0.5
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small float64 array on a device; on a GPU through pinned memory without waiting for the GPU (a plain
+    copy from pageable memory would wait for every kernel queued before it)."""
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    if device.type == "mps":  # no float64 there: _like rounds on the CPU
+        return t
+    return t.to(device)
+
+
+def _grid(size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    c = torch.arange(size, dtype=torch.float32, device=device) + 0.5
     return torch.meshgrid(c, c, indexing="xy")  # x varies along columns
 
 
-def shape_sdf(shape: str, u: torch.Tensor, v: torch.Tensor, half: float) -> torch.Tensor:
-    """Signed distance (pixels, negative inside) of a shape centred at 0 with bounding half-side `half`."""
+def _like(value, u: torch.Tensor):
+    """A size-derived constant (a float, or a float64 tensor per frame) as it meets the float32 pixel grid:
+    computed in double precision, then rounded to the grid's dtype (as a Python float is)."""
+    return value.to(u.dtype).to(u.device) if isinstance(value, torch.Tensor) else value
+
+
+def shape_sdf(shape: str, u: torch.Tensor, v: torch.Tensor, half) -> torch.Tensor:
+    """Signed distance (pixels, negative inside) of a shape centred at 0 with bounding half-side `half` (a float,
+    or a float64 tensor broadcasting against u and v)."""
     if shape == "disc":
-        return torch.sqrt(u * u + v * v) - half
+        return torch.sqrt(u * u + v * v) - _like(half, u)
     if shape == "square":
-        return torch.maximum(u.abs(), v.abs()) - half
+        return torch.maximum(u.abs(), v.abs()) - _like(half, u)
     if shape == "diamond":
-        return (u.abs() + v.abs() - half) / math.sqrt(2)
+        return (u.abs() + v.abs() - _like(half, u)) / math.sqrt(2)
     if shape == "cross":
         arm = half / 3
-        a = torch.maximum(u.abs() - half, v.abs() - arm)
-        b = torch.maximum(u.abs() - arm, v.abs() - half)
+        a = torch.maximum(u.abs() - _like(half, u), v.abs() - _like(arm, u))
+        b = torch.maximum(u.abs() - _like(arm, u), v.abs() - _like(half, u))
         return torch.minimum(a, b)
     raise ValueError(f"shape: unknown '{shape}'")
 
 
-def shape_texture(kind: str, u: torch.Tensor, v: torch.Tensor, half: float, sdf: torch.Tensor) -> torch.Tensor:
+def shape_texture(kind: str, u: torch.Tensor, v: torch.Tensor, half, sdf: torch.Tensor) -> torch.Tensor:
     """0 = the class's dark shade, 1 = its light shade, in object coordinates (scales with the object)."""
     if kind == "ball":  # lit from the upper left
-        d = torch.sqrt((u + 0.35 * half) ** 2 + (v + 0.35 * half) ** 2) / (1.5 * half)
+        d = torch.sqrt((u + _like(0.35 * half, u)) ** 2 + (v + _like(0.35 * half, u)) ** 2) / _like(1.5 * half, u)
         return (1 - d).clamp(0, 1) ** 0.8
     if kind == "crate":  # diagonal stripes and a dark rim
-        stripes = 0.5 + 0.5 * torch.tanh(3 * torch.sin(2 * math.pi * (u + v) / (0.75 * half)))
-        rim = ((sdf + 0.16 * half) / 1.5).clamp(0, 1)
+        stripes = 0.5 + 0.5 * torch.tanh(3 * torch.sin(2 * math.pi * (u + v) / _like(0.75 * half, u)))
+        rim = ((sdf + _like(0.16 * half, u)) / 1.5).clamp(0, 1)
         return stripes * (1 - rim)
     if kind == "kite":  # a light core diamond
-        core = u.abs() + v.abs() - 0.5 * half
+        core = u.abs() + v.abs() - _like(0.5 * half, u)
         return (0.5 - core / 1.5).clamp(0, 1)
     if kind == "plus":  # light with a dark outline
-        return ((-sdf - 0.07 * half) / 1.5).clamp(0, 1)
+        return ((-sdf - _like(0.07 * half, u)) / 1.5).clamp(0, 1)
     raise ValueError(f"kind: unknown '{kind}'")
 
 
-def object_layers(obj: SceneObject, frame: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha (H, W), colour (3, H, W)) of one object in one frame, anti-aliased."""
-    x, y = _grid(size)
-    cx, cy = (float(c) for c in obj.centres[frame])
-    half = float(obj.sizes[frame]) / 2
-    u, v = x - cx, y - cy
+def object_layers(obj: SceneObject, frame, size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha (H, W), colour (3, H, W)) of one object in one frame, anti-aliased; for a slice or an array of
+    frame indices (alpha (F, H, W), colour (F, 3, H, W))."""
+    single = isinstance(frame, (int, np.integer))
+    frames = slice(frame, frame + 1) if single else frame
+    x, y = _grid(size, device)
+    geometry = _to_device(np.concatenate([obj.centres[frames], obj.sizes[frames, None] / 2], 1), x.device)
+    centres = geometry[:, :2].float().to(x.device)
+    half = geometry[:, 2, None, None]  # float64: see _like
+    u, v = x - centres[:, 0, None, None], y - centres[:, 1, None, None]
     sdf = shape_sdf(CLASSES[obj.kind], u, v, half)
     alpha = (0.5 - sdf).clamp(0, 1)
     t = shape_texture(obj.kind, u, v, half, sdf)
     h = HUES[obj.colour]
-    light = hsv_to_rgb(h, 0.75, 0.97)
-    dark = hsv_to_rgb(h, 0.9, 0.55)
-    colour = dark[:, None, None] + (light - dark)[:, None, None] * t[None]
-    return alpha, colour
+    light = hsv_to_rgb(h, 0.75, 0.97).numpy()  # float32, as Python numbers: no copy to the device
+    dark = hsv_to_rgb(h, 0.9, 0.55).numpy()
+    colour = torch.stack([float(dark[c]) + float(light[c] - dark[c]) * t for c in range(3)], 1)
+    return (alpha[0], colour[0]) if single else (alpha, colour)
 
 
 # ---------------------------------------------------------------------------------------------------- backgrounds
 
 
-def background_value(bg: Background, size: int) -> torch.Tensor:
+def background_value(bg: Background, size: int, device=None) -> torch.Tensor:
     """The background's grey level (H, W), before tinting."""
-    x, y = _grid(size)
+    x, y = _grid(size, device)
     xn, yn = x / size - 0.5, y / size - 0.5
     ramp = xn * math.cos(bg.angle) + yn * math.sin(bg.angle)
     if bg.kind == "gradient":
@@ -191,26 +225,31 @@ def background_value(bg: Background, size: int) -> torch.Tensor:
     return val.clamp(0.05, 0.95)
 
 
-def render_background(bg: Background, size: int) -> torch.Tensor:
-    val = background_value(bg, size)
+def render_background(bg: Background, size: int, device=None) -> torch.Tensor:
+    val = background_value(bg, size, device)
     return hsv_to_rgb(torch.tensor(bg.hue), torch.tensor(bg.saturation), val).permute(2, 0, 1).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
 
 
-def render_frame(scene: Scene, frame: int, background: torch.Tensor | None = None) -> torch.Tensor:
-    img = render_background(scene.background, scene.size) if background is None else background.clone()
+def render_frame(scene: Scene, frame: int, background: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    return render_frames(scene, slice(frame, frame + 1), background, device)[0]
+
+
+def render_frames(scene: Scene, frames, background: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """(F, 3, H, W) in 0..1: the frames of a slice or an array of frame indices."""
+    img = render_background(scene.background, scene.size, device) if background is None else background
+    img = img[None]
     for obj in scene.objects:
-        alpha, colour = object_layers(obj, frame, scene.size)
-        img = img * (1 - alpha[None]) + colour * alpha[None]
+        alpha, colour = object_layers(obj, frames, scene.size, img.device)
+        img = img * (1 - alpha[:, None]) + colour * alpha[:, None]
     return img
 
 
-def render_video(scene: Scene) -> torch.Tensor:
+def render_video(scene: Scene, device=None) -> torch.Tensor:
     """(F, 3, H, W) in 0..1."""
-    bg = render_background(scene.background, scene.size)
-    return torch.stack([render_frame(scene, f, bg) for f in range(scene.frames)])
+    return render_frames(scene, slice(0, scene.frames), device=device)
 
 
 def object_masks(scene: Scene, frame: int = 0) -> torch.Tensor:

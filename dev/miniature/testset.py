@@ -83,13 +83,15 @@ class Case:
     def prompt(self) -> str:
         return self.scene.prompt
 
-    def condition_parts(self) -> dict:
+    def condition_parts(self, scale: float = 1) -> dict:
         """The condition's images (H, W, 3 float arrays 0..1): 'image' for a single modality; for 'mixed',
-        'depth' and 'edges' to be composited by the pack's Mix Conditions node inside each object's first box."""
+        'depth' and 'edges' to be composited by the pack's Mix Conditions node inside each object's first box.
+        scale: drawn at that many times the test set's resolution (for a 512 px miniature, 2)."""
+        scene = self.scene.scaled(scale)
         if self.modality == "mixed":
-            return {"depth": _hwc(S.condition_image(self.scene, "depth")),
-                    "edges": _hwc(S.condition_image(self.scene, "edges"))}
-        return {"image": _hwc(S.condition_image(self.scene, self.modality))}
+            return {"depth": _hwc(S.condition_image(scene, "depth")),
+                    "edges": _hwc(S.condition_image(scene, "edges"))}
+        return {"image": _hwc(S.condition_image(scene, self.modality))}
 
     def condition_mask(self):
         """(H, W) coverage of the condition's objects (frame 0)."""

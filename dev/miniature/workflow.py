@@ -66,9 +66,13 @@ def condition_nodes(images: dict[str, str], boxes) -> tuple[dict, list]:
 
 
 def build(variant: str, prompt_text: str, images: dict[str, str], trajectory_json: str, first_boxes, seed: int,
-          frames: int, size: int, sampler_overrides: dict | None = None, inject_overrides: dict | None = None) -> dict:
-    """The API prompt of one run; the decoded frames are the output of node "dec"."""
+          frames: int, size: int, sampler_overrides: dict | None = None, inject_overrides: dict | None = None,
+          paper_overrides: dict | None = None) -> dict:
+    """The API prompt of one run; the decoded frames are the output of node "dec". first_boxes in pixels of the
+    condition images; the trajectory JSON in its own (the Trajectory node scales it to size x size).
+    paper_overrides: other steps, t_alpha or stride than PAPER's (only the plumbing check uses them)."""
     spec = VARIANTS[variant]
+    paper = dict(PAPER, **(paper_overrides or {}))
     p = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": M.CHECKPOINT_NAME}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt_text, "clip": ["ckpt", 1]}},
@@ -79,8 +83,8 @@ def build(variant: str, prompt_text: str, images: dict[str, str], trajectory_jso
                 "inputs": {"model": ["ckpt", 0], "beta_schedule": "autoselect", "m_models": ["apply", 0]}},
         "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": frames}},
     }
-    common = {"seed": seed, "steps": PAPER["steps"], "cfg": PAPER["cfg"], "sampler_name": PAPER["sampler_name"],
-              "scheduler": PAPER["scheduler"], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["lat", 0],
+    common = {"seed": seed, "steps": paper["steps"], "cfg": paper["cfg"], "sampler_name": paper["sampler_name"],
+              "scheduler": paper["scheduler"], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["lat", 0],
               "denoise": 1.0}
     model = ["ade", 0]
     if spec["anyi2v"]:
@@ -88,7 +92,7 @@ def build(variant: str, prompt_text: str, images: dict[str, str], trajectory_jso
         p.update(cond)
         inv = node_defaults("AnyI2VInvertCondition")
         inv.update({"model": ["ckpt", 0], "vae": ["ckpt", 2], "image": link, "positive": ["pos", 0],
-                    "t_alpha": PAPER["t_alpha"], "stride": PAPER["stride"]})
+                    "t_alpha": paper["t_alpha"], "stride": paper["stride"]})
         p["inv"] = {"class_type": "AnyI2VInvertCondition", "inputs": inv}
         inj = node_defaults("AnyI2VInjectFeatures")
         inj.update(spec.get("inject", {}), **(inject_overrides or {}))

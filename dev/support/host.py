@@ -1,7 +1,8 @@
 """Locate and boot the real ComfyUI 0.3.75 test host (built by dev/setup_host.sh) in-process.
 
 ``boot()`` puts the host's ComfyUI folder first on sys.path (its top-level ``nodes`` must win over
-this pack's ``nodes/`` package), forces the CPU before ``comfy.model_management`` is imported, and
+this pack's ``nodes/`` package), chooses the device before ``comfy.model_management`` is imported (the CPU for
+tests; ComfyUI's own choice, CUDA where torch sees a GPU, for the miniature's training and evaluation), and
 returns the ComfyUI folder. ``load_pack()`` imports this checkout through ComfyUI's own custom-node loader.
 """
 
@@ -31,7 +32,21 @@ def host_available() -> bool:
     return (comfy_dir() / "comfy" / "model_management.py").is_file()
 
 
-def boot() -> Path:
+def accelerator_available() -> bool:
+    """A device ComfyUI's model management would pick over the CPU (CUDA, or Apple's MPS)."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+
+
+def boot(device: str | None = None) -> Path:
+    """device: "cpu" (the default: tests are deterministic on the CPU) or "auto" (whatever ComfyUI's model
+    management picks: CUDA when torch sees a GPU, else the CPU). ANYI2V_DEVICE (cpu or auto) overrides it. The
+    first boot of a process decides: ComfyUI picks its device when comfy.model_management is imported."""
+    choice = os.environ.get("ANYI2V_DEVICE") or device or "cpu"
+    if choice not in ("cpu", "auto"):
+        raise ValueError(f"ANYI2V_DEVICE: expected cpu or auto, got '{choice}'")
     root = comfy_dir()
     if not host_available():
         raise RuntimeError(f"no ComfyUI test host at {root}: run `bash dev/setup_host.sh` (make test does)")
@@ -50,7 +65,8 @@ def boot() -> Path:
     import utils.install_util  # noqa: F401
     import utils.json_util  # noqa: F401
 
-    comfy.cli_args.args.cpu = True
+    if "comfy.model_management" not in sys.modules:
+        comfy.cli_args.args.cpu = choice == "cpu" or not accelerator_available()
     import comfy.model_management  # noqa: F401  (device selection happens at import)
 
     return root

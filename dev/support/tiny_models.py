@@ -130,6 +130,32 @@ def register_tiny_sd15():
     return cls
 
 
+def register_sd15_layout(model_channels: int, num_heads: int = 4):
+    """The model config for SD1.5-layout checkpoints of another base width (the 512 px miniature's): TinySD15
+    (which matches a 32-channel base width) with ``model_channels`` and ``num_heads``, registered as
+    ``TinySD15x<width>``; TinySD15 itself for 32 channels and 4 heads. Idempotent."""
+    import comfy.supported_models
+
+    base = register_tiny_sd15()
+    if model_channels == MODEL_CHANNELS:
+        if num_heads != base.unet_extra_config["num_heads"]:
+            raise ValueError(f"num_heads: TinySD15 (32 channels) has {base.unet_extra_config['num_heads']} heads, got {num_heads}")
+        return base
+    name = f"TinySD15x{int(model_channels)}"
+    for cls in comfy.supported_models.models:
+        if cls.__name__ == name:
+            if cls.unet_extra_config["num_heads"] != num_heads:
+                raise ValueError(f"num_heads: {name} is registered with {cls.unet_extra_config['num_heads']} heads, got {num_heads}")
+            return cls
+    cls = type(name, (base,), {
+        "__doc__": f"TEST MODEL CONFIG: the SD1.5 layout at base width {model_channels} (see TinySD15).",
+        "unet_config": dict(base.unet_config, model_channels=int(model_channels)),
+        "unet_extra_config": {"num_heads": int(num_heads), "num_head_channels": -1},
+    })
+    comfy.supported_models.models.insert(0, cls)
+    return cls
+
+
 def fill_deterministic(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
     """Fill every tensor from a seeded generator, in sorted key order (independent of init code)."""
     gen = torch.Generator().manual_seed(seed)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 def trained(tmp_path_factory):
     """A miniature trained for a few steps of each stage (the full recipe is `make miniature`)."""
     out = tmp_path_factory.mktemp("miniature")
-    run = subprocess.run([sys.executable, "-m", "miniature.train", "--out", str(out), "--curve", str(out / "loss.png"),
+    run = subprocess.run([sys.executable, "-m", "dev.miniature.train", "--out", str(out), "--curve", str(out / "loss.png"),
                           "--vae-steps", "2", "--image-steps", "2", "--video-steps", "2"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -123,3 +123,33 @@ def test_the_eval_composites_a_mixed_condition_with_the_pack_node_as_the_generat
     expected = S.condition_image(case.scene, "mixed").permute(1, 2, 0)
     assert (out[0].float().cpu() - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit PNGs in between
     assert not torch.equal(expected, S.condition_image(case.scene, "depth").permute(1, 2, 0))
+
+
+def test_the_512_px_profile_loads_in_comfyui_with_sd15s_decoder_map_sizes(host, tmp_path):
+    """The `gpu` profile's checkpoint (as train.py writes it: its profile in the metadata) is detected by ComfyUI's
+    real loader as the SD1.5 layout at its widths, and at 512 px its optimised output blocks 3-4 and 6-7 work on
+    16 x 16 and 32 x 32 maps, as SD1.5's do (the 256 px `cpu` miniature's are half that)."""
+    import comfy.sd
+    import torch
+
+    from dev.miniature import profiles as P
+
+    profile = P.GPU
+    unet, taesd = M.new_unet(profile), M.new_taesd()
+    path = tmp_path / "checkpoints" / M.CHECKPOINT_NAME
+    M.save(path, M.checkpoint_state(unet, taesd), profile)
+    assert M.profile_of(path) is profile
+    M.register(profile)
+    model, _, _, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=False)
+    assert type(model.model.model_config).__name__ == f"TinySD15x{profile.model_channels}"
+    diffusion = model.model.diffusion_model
+    assert [diffusion.input_blocks[i][0].out_channels for i in (1, 4, 7, 10)] == [profile.model_channels * m for m in profile.channel_mult]
+    sizes = {}
+    hooks = [diffusion.output_blocks[b][0].register_forward_hook(  # the ResBlock (ComfyUI runs a block layer by layer)
+             lambda m, i, o, b=b: sizes.__setitem__(b, tuple(o.shape[-2:])))
+             for b in (3, 4, 6, 7)]
+    with torch.inference_mode():
+        diffusion(torch.zeros(1, 4, profile.latent, profile.latent), torch.ones(1), torch.zeros(1, 77, 64))
+    for h in hooks:
+        h.remove()
+    assert profile.latent == 64 and sizes == {3: (16, 16), 4: (16, 16), 6: (32, 32), 7: (32, 32)}

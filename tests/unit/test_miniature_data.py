@@ -158,3 +158,32 @@ def test_test_set_is_fixed_and_its_scenes_sit_on_the_boxes():
         assert step.max() <= 12.5  # within the training speeds
     grow = TS.case("grow", 0).boxes[0]
     assert grow[-1, 2] - grow[-1, 0] > 1.3 * (grow[0, 2] - grow[0, 0])
+
+
+def test_a_scene_drawn_at_twice_the_resolution_is_the_same_scene_and_the_locator_finds_it_at_256_px():
+    """The 512 px miniature trains on and is measured against the test set's scenes drawn at 2x (Scene.scaled); its
+    frames are averaged 2 x 2 before the locator (evaluate.measured), whose ground-truth error must stay within the
+    0.5 px that `make eval` demands."""
+    from dev.miniature.evaluate import measured
+
+    worst = 0.0
+    for c in TS.cases(1):
+        big = S.render_video(c.scene.scaled(2))
+        assert big.shape == (TS.FRAMES, 3, 512, 512)
+        small = measured(big)
+        assert (small - S.render_video(c.scene)).abs().mean() < 0.01  # the same picture (edges anti-aliased at 512)
+        worst = max(worst, LOC.objmc(small, c.boxes)["objmc"])
+        assert LOC.iou(small[0], c.condition_mask()) > 0.9
+    assert worst <= 0.5
+    shifted = S.render_video(TS.case("right", 0).scene.scaled(2))
+    boxes = TS.case("right", 0).boxes.copy()
+    boxes[..., [0, 2]] += 10  # 10 px at 256 = 20 px of the 512 px frame
+    assert LOC.objmc(measured(shifted), boxes)["objmc"] == pytest.approx(10, abs=0.5)
+
+
+def test_rendering_all_frames_at_once_gives_each_frame_as_drawn_alone():
+    sc = scene(21, n=2)
+    video = S.render_video(sc)
+    for f in (0, 3, 7):
+        assert torch.equal(video[f], S.render_frame(sc, f))
+    assert torch.equal(S.render_frames(sc, np.array([2, 5])), video[[2, 5]])
