@@ -102,3 +102,40 @@ def test_an_fp16_gradient_that_overflows_is_computed_again_at_half_the_loss_scal
     # a scale that is a power of two is divided out exactly
     assert len(seen) == len(reference) + 7 and all(torch.equal(z, reference[0]) for z in seen[:8])
     assert all(torch.equal(a, b) for a, b in zip(seen[7:], reference, strict=True))
+
+
+@pytest.fixture(scope="module")
+def half_vs_fp32(host):
+    """The optimisation in fp16 and bf16 against fp32, a GPU's half-precision compute emulated on this CPU
+    (dev/support/half_precision.py; 4 frames, 8 steps, 4 optimised steps x 5 iterations, lr 0.01)."""
+    from dev.support import half_precision
+
+    result = half_precision.compare(host, frames=4, steps=8, opt_percent=0.5, iterations=5, lr=0.01, controls=False)
+    print("\nhalf precision against fp32:", result)
+    return result
+
+
+def test_fp16_reaches_the_loss_fp32_reaches(half_vs_fp32):
+    """Evaluated in fp32 on the fp16 run's latent, the loss each optimised step reaches is within 5 % of the fp32
+    run's (measured: 2.0 % at the worst step), every loss and gradient finite, the first gradient's signs as fp32's
+    on >= 95 % of the elements (measured 97.9 %)."""
+    fp16 = half_vs_fp32["fp16"]
+    assert fp16["finite"]
+    assert fp16["loss_ratio"] <= 1.05, fp16["ratios"]
+    assert fp16["sign_agreement"] >= 0.95
+
+
+def test_bf16_optimises_without_a_nan_and_nearly_as_far(half_vs_fp32):
+    """bf16 computes the same steps without a non-finite loss or gradient, within 15 % of fp32's loss at every
+    optimised step (measured: 8.0 % at the worst) and with the first gradient's signs as fp32's on >= 90 % of the
+    elements (measured 96.2 %)."""
+    bf16 = half_vs_fp32["bf16"]
+    assert bf16["finite"]
+    assert bf16["loss_ratio"] <= 1.15, bf16["ratios"]
+    assert bf16["sign_agreement"] >= 0.90
+
+
+@pytest.mark.xfail(strict=True, reason="bf16 reaches fp32's loss within 8 %, not 5 %: its 8-bit mantissa inside the "
+                                       "UNet costs that (README, Half precision); this turns red once it is reached")
+def test_bf16_reaches_the_loss_fp32_reaches_within_5_percent(half_vs_fp32):
+    assert half_vs_fp32["bf16"]["loss_ratio"] <= 1.05, half_vs_fp32["bf16"]["ratios"]
