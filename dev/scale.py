@@ -282,23 +282,29 @@ def bench_size():
 
 @contextlib.contextmanager
 def gpu_free_memory(setup):
-    """ComfyUI asks the device how much memory is free (to batch cond and uncond, to size attention
-    chunks); for the meta device, answer the GPU budget minus the weights."""
+    """ComfyUI asks the device how much memory it has and how much is free (to batch cond and uncond, to size
+    attention chunks, the pack's memory plan); for the meta device, answer the GPU budget, minus the weights for
+    what is free."""
     import comfy.model_management as mm
 
-    original = mm.get_free_memory
+    original_free, original_total = mm.get_free_memory, mm.get_total_memory
 
     def free(dev=None, torch_free_too=False):
         if getattr(dev, "type", None) != META:
-            return original(dev, torch_free_too)
+            return original_free(dev, torch_free_too)
         value = max(0, setup.gpu_bytes - setup.weight_bytes)
         return (value, value) if torch_free_too else value
 
-    mm.get_free_memory = free
+    def total(dev=None, torch_total_too=False):
+        if getattr(dev, "type", None) != META:
+            return original_total(dev, torch_total_too)
+        return (setup.gpu_bytes, setup.gpu_bytes) if torch_total_too else setup.gpu_bytes
+
+    mm.get_free_memory, mm.get_total_memory = free, total
     try:
         yield
     finally:
-        mm.get_free_memory = original
+        mm.get_free_memory, mm.get_total_memory = original_free, original_total
 
 
 @contextlib.contextmanager

@@ -102,6 +102,8 @@ def checkpointed(modules):
     patched = []
     try:
         for b in blocks_of(modules):
+            if "forward" in b.__dict__:  # already checkpointed by an enclosing context (a model call inside one)
+                continue
             b.forward = functools.partial(_checkpoint_call, b.forward)
             patched.append(b)
         yield

@@ -117,12 +117,9 @@ class MetaModel:
 
     def run_options(self, patcher):
         """The model_options a sampling run passes to the model: the MODEL's, with its wrappers merged in as
-        CFGGuider.sample does (comfy.sampler_helpers.prepare_model_patcher); the pack's residual injection is one."""
-        import comfy.sampler_helpers
-
-        options = self.setup.options(patcher)
-        comfy.sampler_helpers.prepare_model_patcher(patcher, self.setup.guider.conds, options)
-        return options
+        CFGGuider.sample does (dev/scale.py's Setup.options merges them as comfy.sampler_helpers.prepare_model_patcher
+        does); the pack's residual injection is one."""
+        return self.setup.options(patcher)
 
     def sigmas(self, steps=25):
         import comfy.samplers
