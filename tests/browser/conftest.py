@@ -161,3 +161,17 @@ def screenshot(page, name):
 
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test leaves a screenshot of its page in test-artifacts/ (what the user would have seen)."""
+    outcome = yield
+    report = outcome.get_result()
+    page = item.funcargs.get("page") or item.funcargs.get("vue_page") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and page is not None:
+        try:
+            name = "FAILED-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in item.name) + ".png"
+            report.sections.append(("screenshot", str(screenshot(page, name))))
+        except Exception as e:  # a crashed page: the failure itself is what matters
+            report.sections.append(("screenshot", f"none: {e}"))

@@ -10,7 +10,7 @@ import pytest
 from dev.support.examples import copy_inputs
 from dev.support.server import ComfyServer
 from tests.browser.conftest import FRONTENDS, newest_frontend_root
-from tests.browser.editor import find_node, our_deprecations
+from tests.browser.editor import find_node, load_workflow, our_deprecations
 from tests.browser.test_editor_background import (
     EXAMPLE_1,
     count_prompts,
@@ -38,15 +38,6 @@ def server(request):
         yield s
 
 
-def close_dialogs(page):
-    """The frontend's "missing nodes" dialog, closed as a user does once they have read it."""
-    for _ in range(3):
-        if page.locator(".p-dialog-mask").count() == 0:
-            return
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(200)
-
-
 def test_example_1_without_animatediff_shows_the_car_before_any_run(page, server):
     assert ADE_TYPES and not ADE_TYPES & set(server.object_info())  # the graph's ADE nodes are missing here
     bodies = []
@@ -54,8 +45,7 @@ def test_example_1_without_animatediff_shows_the_car_before_any_run(page, server
             if r.method == "POST" and r.url.endswith("/prompt") else None)
     posts = count_prompts(page)
     history = set(server.get("/history"))
-    page.evaluate("async (wf) => { await app.loadGraphData(wf); }", EXAMPLE_1)
-    close_dialogs(page)
+    load_workflow(page, EXAMPLE_1)  # closes the missing nodes and missing models dialogs once they are open
     find_node(page)
     show_editor(page)
     src = wait_picture(page)
