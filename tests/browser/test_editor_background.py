@@ -14,7 +14,14 @@ import pytest
 from PIL import Image
 
 from dev.support.examples import INPUTS
-from tests.browser.editor import add_graph, editor_state, find_node, load_workflow, our_deprecations, queue_and_wait
+from tests.browser.editor import (
+    add_graph,
+    editor_state,
+    find_node,
+    load_workflow,
+    our_deprecations,
+    queue_and_wait,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.host]
 EXAMPLE_1 = json.loads((Path(__file__).parents[2] / "example_workflows" / "01_canny_car_one_box.json").read_text())
