@@ -22,11 +22,8 @@ js:
 unit: host
 	$(PY) -m pytest -q tests/unit
 
-# torch on one thread: the tiny test models run faster so (their ops are too small to split), and the test server
-# and browser keep the other core
-TEST_THREADS ?= 1
 test: host browser lint js
-	OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: host
 	$(PY) -m dev.demo
