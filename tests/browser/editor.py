@@ -42,11 +42,15 @@ def load_workflow(page, workflow) -> str:
     SD1.5 and the motion module, which no test server has) makes the frontend say so when the load is done: a
     modal Missing Models dialog (1.32, on top of any missing nodes dialog) or an issues notice whose "View
     details" opens the Workflow Overview panel (1.58). Its text is returned after it is read and closed as a user
-    does: waiting for it matters, a click on the canvas before the modal opens lands on its mask."""
+    does: waiting for it matters, a click on the canvas before the modal opens lands on its mask. "" when none
+    comes (the examples test asserts it does there)."""
     page.evaluate("async (wf) => { await app.loadGraphData(wf); }", workflow)
     if not workflow_models(workflow):
         return ""
-    shown = page.wait_for_function(MISSING_MODELS_SHOWN, timeout=20000).json_value()
+    try:
+        shown = page.wait_for_function(MISSING_MODELS_SHOWN, timeout=8000).json_value()
+    except Exception:  # 1.32 sometimes shows none after a page reload (seen once in a full run; cause not found)
+        return ""
     if shown == "dialog":
         text = page.locator(".p-dialog", has_text="Missing Models").inner_text()
         for _ in range(5):
